@@ -1,0 +1,199 @@
+"""Rendering a question's events into the asking cell's output (the magics' front end).
+
+Two live displays are updated in place: a status line (phase, model, elapsed seconds) and
+the streamed answer (Markdown). Outputs of a run are displayed in order as they arrive,
+through the display system, so they render the same in JupyterLab, Notebook 7, VS Code
+and a terminal.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from IPython.display import DisplayHandle, display
+
+from .events import CodeProposed, Delta, Done, Event, Failed, Output, RunFailed, Status
+
+#: seconds between two redraws of the streamed answer (the stream may be 100s of chunks)
+REDRAW = 0.12
+
+_PHASES = {
+    "describing": "Describing the data",
+    "asking": "Asking",
+    "fixing": "Asking for a fix",
+    "running": "Running",
+    "checking": "Checking the code",
+    "loading": "Loading",
+}
+
+
+def highlight(code: str) -> str:
+    """Python source as highlighted HTML (pygments ships with IPython)."""
+    try:
+        from pygments import highlight as _hl
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
+
+        return _hl(code, PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
+    except ImportError:  # pragma: no cover - pygments is an IPython dependency
+        return f"<pre>{html.escape(code)}</pre>"
+
+
+def status_bundle(text: str, *, tone: str = "busy") -> dict[str, str]:
+    colour = {"busy": "#1565c0", "ok": "#2e7d32", "error": "#c62828"}[tone]
+    icon = {"busy": "⏳", "ok": "✓", "error": "✗"}[tone]
+    return {
+        "text/plain": f"{icon} {text}",
+        "text/html": f'<div class="dataagent-status" style="font-size:0.85em;color:{colour}">'
+        f"{icon} {html.escape(text)}</div>",
+    }
+
+
+class CellOutput:
+    """Turns events into displays in the current cell; ``handle`` each event in order."""
+
+    def __init__(self, *, mode: str, show_code: bool | None = None) -> None:
+        self.mode = mode
+        self.show_code = mode == "run" if show_code is None else show_code
+        self.started = time.perf_counter()
+        self._status: DisplayHandle | None = None
+        self._answer: DisplayHandle | None = None
+        self._answer_attempt = 0
+        self._buffer = ""
+        self._last_draw = 0.0
+        self._phase = "describing"
+        self._detail = ""
+        self._attempt = 1
+        self.saved: list[str] = []
+
+    # --- entry point -----------------------------------------------------------------
+    def handle(self, event: Event) -> None:
+        if isinstance(event, Status):
+            self._phase, self._detail, self._attempt = event.phase, event.message, event.attempt
+            self._draw_status()
+        elif isinstance(event, Delta):
+            if event.attempt != self._answer_attempt:
+                self._new_answer(event.attempt)
+            self._buffer += event.text
+            self._draw_answer()
+        elif isinstance(event, CodeProposed):
+            self._finish_answer(event)
+        elif isinstance(event, Output):
+            self._show_output(event)
+        elif isinstance(event, RunFailed):
+            what = "asking the model to fix it" if event.will_retry else "no attempts left"
+            display(
+                {
+                    "text/markdown": f"**Attempt {event.attempt} failed:** "
+                    f"`{event.ename}: {_one_line(event.evalue)}` — {what}.",
+                    "text/plain": f"Attempt {event.attempt} failed: {event.ename}: "
+                    f"{event.evalue} ({what})",
+                },
+                raw=True,
+            )
+        elif isinstance(event, Done):
+            self._draw_done(event)
+        elif isinstance(event, Failed):
+            self._set_status(f"failed after {event.elapsed:.1f} s", tone="error")
+
+    # --- pieces ----------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _set_status(self, text: str, *, tone: str = "busy") -> None:
+        bundle = status_bundle(text, tone=tone)
+        if self._status is None:
+            self._status = display(bundle, raw=True, display_id=True)
+        else:
+            self._status.update(bundle, raw=True)
+
+    def _draw_status(self) -> None:
+        label = _PHASES.get(self._phase, self._phase)
+        attempt = f" (attempt {self._attempt})" if self._attempt > 1 else ""
+        detail = f" {self._detail}" if self._detail else ""
+        self._set_status(f"{label}{detail}{attempt} · {self._elapsed():.1f} s")
+
+    def _new_answer(self, attempt: int) -> None:
+        self._answer_attempt = attempt
+        self._buffer = ""
+        self._answer = display({"text/markdown": "", "text/plain": ""}, raw=True, display_id=True)
+
+    def _draw_answer(self, *, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self._answer is None or (not force and now - self._last_draw < REDRAW):
+            return
+        self._last_draw = now
+        self._answer.update({"text/markdown": self._buffer, "text/plain": self._buffer}, raw=True)
+        self._draw_status()
+
+    def _finish_answer(self, event: CodeProposed) -> None:
+        if self._answer is None or event.attempt != self._answer_attempt:
+            self._new_answer(event.attempt)
+        text = event.explanation or ("Proposed code:" if not self.show_code else "")
+        heading = f"**Attempt {event.attempt}.** " if event.attempt > 1 else ""
+        md = heading + text
+        plain = heading.replace("*", "") + text
+        if event.warnings:
+            notes = "; ".join(event.warnings)
+            md += f"\n\n> ⚠️ Review: this code {notes}."
+            plain += f"\n\nReview: this code {notes}."
+        bundle: dict[str, Any] = {"text/markdown": md, "text/plain": plain}
+        if self.show_code:
+            summary = f"Code (attempt {event.attempt})" if event.attempt > 1 else "Code"
+            bundle["text/html"] = (
+                f"<div>{_markdown_to_html(md)}</div><details open><summary>{summary}"
+                f"</summary>{highlight(event.code)}</details>"
+            )
+            bundle["text/plain"] = plain + "\n\n" + event.code
+        assert self._answer is not None
+        self._answer.update(bundle, raw=True)
+
+    def _show_output(self, event: Output) -> None:
+        if event.kind == "stream":
+            stream = "stderr" if event.name == "stderr" else "stdout"
+            import sys
+
+            target = sys.stderr if stream == "stderr" else sys.stdout
+            target.write(str(event.data.get("text/plain", "")))
+            target.flush()
+            return
+        display(event.data, raw=True, metadata=event.metadata or None)
+        if event.saved:
+            self.saved.append(event.saved)
+
+    def _draw_done(self, event: Done) -> None:
+        tokens = ""
+        if event.usage.prompt_tokens or event.usage.completion_tokens:
+            tokens = f" · {event.usage.prompt_tokens:,} → {event.usage.completion_tokens:,} tokens"
+        cached = " · from cache" if event.cached else ""
+        attempts = f" · {event.attempts} attempts" if event.attempts > 1 else ""
+        what = {
+            "inserted": "Code proposed in a new cell below",
+            "ran": "Done",
+            "proposed": "Code proposed",
+            "failed": "Failed",
+        }[event.outcome]
+        into = f" · result bound to `{event.into}`" if event.into else ""
+        saved = f" · charts saved: {', '.join(self.saved)}" if self.saved else ""
+        self._set_status(
+            f"{what} in {event.elapsed:.1f} s · {event.model}{tokens}{cached}"
+            f"{attempts}{into}{saved}",
+            tone="ok",
+        )
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _markdown_to_html(md: str) -> str:
+    """Minimal, safe Markdown for the HTML bundle: escaped text with paragraphs and code."""
+    import re
+
+    out = html.escape(md)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    return "".join(f"<p>{p}</p>" for p in out.split("\n\n") if p.strip())

@@ -1,0 +1,257 @@
+"""``DataAgent``: every user-facing option as a typed, documented traitlets trait.
+
+``%config DataAgent`` lists them with their help; ``%config DataAgent.model = "..."`` sets
+one; ``c.DataAgent.*`` in ``ipython_config.py`` sets defaults. The API key is held in a
+:class:`Secret` whose repr is masked, so ``%config DataAgent`` never prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Int,
+    List,
+    TraitError,
+    TraitType,
+    Unicode,
+    default,
+    validate,
+)
+from traitlets.config import Configurable
+
+__all__ = ["DataAgent", "Secret", "parse_size"]
+
+
+class Secret:
+    """A string that never shows itself: repr and str are masked, ``reveal()`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that needs it (the HTTP client)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret: set>" if self._value else "<secret: empty>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class SecretTrait(TraitType[Secret | None, str | Secret | None]):
+    """Accepts a str (or Secret) and stores a :class:`Secret`."""
+
+    default_value = None
+    allow_none = True
+    info_text = "a string (stored masked)"
+
+    def validate(self, obj: Any, value: Any) -> Secret | None:
+        if value is None or isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value)
+        self.error(obj, value)
+        return None  # pragma: no cover - error() raises
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b|%)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str, *, total: int | None = None) -> int:
+    """Bytes for ``"4G"``, ``"512 MiB"``, ``"1000000"`` or ``"50%"`` (of ``total``)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. '4G', '512M' or '50%')")
+    number, unit = float(m.group(1)), (m.group(2) or "").lower()
+    if unit == "%":
+        if total is None:
+            raise ValueError("a percentage needs a total")
+        return int(total * number / 100)
+    return int(number * _UNITS[unit[:1]])
+
+
+class DataAgent(Configurable):
+    """Options of the Data Agent (``%config DataAgent`` lists them; ``DataAgent.x = ...`` sets)."""
+
+    # --- the LLM ---------------------------------------------------------------------
+    model = Unicode(
+        "gpt-4o-mini", help="Chat model name sent to the endpoint (e.g. gpt-4o, llama3.1)."
+    ).tag(config=True)
+    base_url = Unicode(
+        None,
+        allow_none=True,
+        help="OpenAI-compatible endpoint URL, e.g. http://localhost:11434/v1 for Ollama. "
+        "Defaults to $OPENAI_BASE_URL, else the OpenAI API.",
+    ).tag(config=True)
+    api_key = SecretTrait(
+        help="API key for the endpoint. Defaults to $OPENAI_API_KEY. Never displayed, "
+        "logged, recorded or passed to the child kernel."
+    ).tag(config=True)
+    temperature = Float(
+        None, allow_none=True, help="Sampling temperature; None leaves the endpoint's default."
+    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds to wait for the endpoint before giving up.").tag(
+        config=True
+    )
+    max_retries = Int(
+        2, help="Retries for connection errors, 429 and 5xx answers (the openai SDK's backoff)."
+    ).tag(config=True)
+
+    # --- how questions are asked -----------------------------------------------------
+    mode = Enum(
+        ["insert", "run"],
+        "insert",
+        help="insert: propose the code as a new cell to review. run: run it in the sandboxed "
+        "child kernel and show the answer.",
+    ).tag(config=True)
+    privacy = Enum(
+        ["sample", "schema"],
+        "sample",
+        help="sample: send a few sampled values per column. schema: send names, dtypes and "
+        "counts only; no cell value leaves the kernel.",
+    ).tag(config=True)
+    sample_rows = Int(5, help="Example rows sent per frame in privacy='sample'.").tag(config=True)
+    stats_sample = Int(
+        10_000,
+        help="Rows sampled (positionally, at random) for per-column statistics; keeps the "
+        "cost of describing a frame independent of its length.",
+    ).tag(config=True)
+    max_frames = Int(
+        8, help="Most frames described when %%ask names none (most recently defined first)."
+    ).tag(config=True)
+    max_prompt_tokens = Int(
+        3000,
+        help="Budget (estimated tokens) for frame descriptions plus history in one prompt; "
+        "wide frames are cut to it and the prompt says how many columns were left out.",
+    ).tag(config=True)
+    max_history_turns = Int(
+        6, help="Earlier turns (question, code, outcome) sent with a follow-up question."
+    ).tag(config=True)
+    max_fix_attempts = Int(
+        2, help="In run mode, times the model may repair code that raised (0 = never)."
+    ).tag(config=True)
+
+    # --- the sandbox -----------------------------------------------------------------
+    memory_limit = Unicode(
+        "50%",
+        help="Address-space limit of the child kernel: '4G', '512M', or a percentage of RAM.",
+    ).tag(config=True)
+    cpu_limit = Int(
+        3600, help="CPU seconds the child kernel may use in its lifetime before it is replaced."
+    ).tag(config=True)
+    exec_timeout = Float(
+        120.0, help="Wall-clock seconds one run may take; then it is interrupted."
+    ).tag(config=True)
+    max_file_size = Unicode("1G", help="Largest file the child kernel may write.").tag(config=True)
+    max_processes = Int(
+        256, help="Process/thread limit of the sandbox (RLIMIT_NPROC, enforced for non-root)."
+    ).tag(config=True)
+    sandbox_network = Bool(
+        False, help="Allow the child kernel to open network connections (off by default)."
+    ).tag(config=True)
+    sandbox_read_paths = List(
+        Unicode(),
+        help="Extra folders the child kernel may read (it sees only its work folder "
+        "and the Python installation otherwise).",
+    ).tag(config=True)
+    warm_child = Bool(
+        True, help="Start one child kernel in the background when the extension loads."
+    ).tag(config=True)
+    output_dir = Unicode(
+        ".dataagent", help="Folder (relative to the notebook's) where charts are saved as PNG."
+    ).tag(config=True)
+
+    # --- storage ---------------------------------------------------------------------
+    data_dir = Unicode(
+        help="Folder for the history and cache database (default: Jupyter data dir/dataagent)."
+    ).tag(config=True)
+    cache = Bool(True, help="Answer repeated identical requests from the response cache.").tag(
+        config=True
+    )
+    cache_max_entries = Int(2000, help="Response cache size; oldest entries are evicted.").tag(
+        config=True
+    )
+    record = Unicode(
+        None, allow_none=True, help="Append every LLM exchange to this JSON Lines transcript."
+    ).tag(config=True)
+    replay = Unicode(
+        None,
+        allow_none=True,
+        help="Answer every LLM request from this transcript: no endpoint, no key needed.",
+    ).tag(config=True)
+    prices = Dict(
+        help="Price per million tokens, {model: [input, output]} in USD, for %dataagent stats."
+    ).tag(config=True)
+    max_upload_mb = Int(200, help="Largest file %dataagent load accepts, in MB.").tag(config=True)
+    log_level = Enum(
+        ["DEBUG", "INFO", "WARNING", "ERROR"],
+        "WARNING",
+        help="Level of the 'dataagent_jupyter' logger.",
+    ).tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self) -> str | None:
+        return os.environ.get("OPENAI_BASE_URL") or None
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        from jupyter_core.paths import jupyter_data_dir
+
+        return os.path.join(jupyter_data_dir(), "dataagent")
+
+    @validate("memory_limit", "max_file_size")
+    def _check_size(self, proposal: dict[str, Any]) -> str:
+        try:
+            parse_size(proposal["value"], total=1)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @validate(
+        "sample_rows",
+        "stats_sample",
+        "max_frames",
+        "max_prompt_tokens",
+        "max_history_turns",
+        "max_fix_attempts",
+        "max_retries",
+        "cpu_limit",
+        "max_processes",
+        "cache_max_entries",
+        "max_upload_mb",
+    )
+    def _check_non_negative(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"{proposal['trait'].name} must be 0 or more")
+        return proposal["value"]
+
+    @validate("timeout", "exec_timeout")
+    def _check_positive(self, proposal: dict[str, Any]) -> float:
+        if proposal["value"] <= 0:
+            raise TraitError(f"{proposal['trait'].name} must be more than 0 seconds")
+        return proposal["value"]
+
+    def resolved_api_key(self) -> str | None:
+        """The key to send: ``DataAgent.api_key`` if set, else ``$OPENAI_API_KEY``."""
+        if self.api_key:
+            return self.api_key.reveal()
+        return os.environ.get("OPENAI_API_KEY") or None

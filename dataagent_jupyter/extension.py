@@ -1,0 +1,196 @@
+"""The loaded extension: owns the config, the session, the magics and every hook it adds.
+
+Everything the extension adds to a shell is added here and removed in :meth:`unload`,
+so ``%unload_ext`` leaves nothing behind. ``%load_ext dataagent`` and
+``%load_ext dataagent_jupyter`` share one instance per shell.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from IPython.display import Markdown, display
+
+from . import errors
+from ._version import __version__
+from .config import DataAgent
+from .llm import endpoint_host
+from .magics import DataAgentMagics, cell_text, render_events
+from .session import Session
+
+log = logging.getLogger("dataagent_jupyter")
+
+_ATTR = "_dataagent_extension"
+
+
+class Extension:
+    """One per shell; reachable with :func:`current` from the widget, comm and API."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.config = DataAgent(parent=shell)
+        self.session = Session(self.config, shell.user_ns)
+        self.magics = DataAgentMagics(shell, self)
+        self.pending_code: str | None = None
+        self._hooks: list[tuple[str, Any]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+    @classmethod
+    def load(cls, shell: Any) -> Extension:
+        existing = getattr(shell, _ATTR, None)
+        if existing is not None:
+            return existing
+        ext = cls(shell)
+        shell.register_magics(ext.magics)
+        shell.configurables.append(ext.config)
+        ext._add_hook("post_run_cell", ext._after_cell)
+        ext.session.tracker.update(shell.user_ns)
+        ext._register_comm()
+        setattr(shell, _ATTR, ext)
+        if ext.config.warm_child and getattr(shell, "kernel", None) is not None:
+            try:
+                ext.session.sandbox.start_warm()
+            except Exception as exc:  # a sandbox that cannot start must not block loading
+                log.warning("could not start the warm sandbox kernel: %s", exc)
+        return ext
+
+    def unload(self) -> None:
+        shell = self.shell
+        manager = shell.magics_manager
+        for kind, names in (("line", ("ask", "dataagent")), ("cell", ("ask",))):
+            for name in names:
+                manager.magics[kind].pop(name, None)
+        manager.registry.pop(type(self.magics).__name__, None)
+        if self.config in shell.configurables:
+            shell.configurables.remove(self.config)
+        for event, callback in self._hooks:
+            try:
+                shell.events.unregister(event, callback)
+            except ValueError:
+                pass
+        self._hooks.clear()
+        self._unregister_comm()
+        self.session.close()
+        if getattr(shell, _ATTR, None) is self:
+            delattr(shell, _ATTR)
+
+    def _add_hook(self, event: str, callback: Any) -> None:
+        self.shell.events.register(event, callback)
+        self._hooks.append((event, callback))
+
+    def _after_cell(self, result: Any) -> None:
+        self.session.tracker.update(self.shell.user_ns)
+
+    def _register_comm(self) -> None:
+        if getattr(self.shell, "kernel", None) is None:
+            return
+        try:
+            from . import comm
+        except ImportError:
+            return
+        comm.register(self.shell, lambda: self.session)
+
+    def _unregister_comm(self) -> None:
+        if getattr(self.shell, "kernel", None) is None:
+            return
+        try:
+            from . import comm
+        except ImportError:
+            return
+        comm.unregister(self.shell)
+
+    # --- asking ----------------------------------------------------------------------
+    def ask(self, question: str, **options: Any) -> None:
+        """Run a question through the session and render it into the current cell."""
+        mode = options.get("mode") or self.config.mode
+        if options.get("check") and mode == "run":
+            raise errors.UsageError("--check goes with --insert (run mode always runs).")
+        events = self.session.ask(question, **options)
+        done = render_events(events, mode=mode, shell=self.shell, question=question)
+        if done.mode == "insert":
+            self.pending_code = cell_text(question, done.code)
+
+    # --- %dataagent commands -------------------------------------------------------------
+    def cmd_help(self, args: list[str]) -> None:
+        display(Markdown(_HELP))
+
+    def cmd_status(self, args: list[str]) -> None:
+        info = self.session.status_info()
+        rows = [
+            ("version", __version__),
+            ("model", info["model"]),
+            ("endpoint", endpoint_host(self.config.base_url)),
+            (
+                "API key",
+                "set"
+                if self.config.resolved_api_key()
+                else "not set (set OPENAI_API_KEY or %config DataAgent.api_key)",
+            ),
+            ("privacy", info["privacy"]),
+            ("mode", info["mode"]),
+        ]
+        if self.config.replay:
+            rows.append(("replay", self.config.replay))
+        if self.config.record:
+            rows.append(("record", self.config.record))
+        sandbox = self.session.sandbox_if_started()
+        if sandbox is not None:
+            st = sandbox.status()
+            rows.append(("sandbox", st.state))
+            if getattr(st, "protections", None):
+                rows.append(("protections", ", ".join(st.protections)))
+        else:
+            rows.append(("sandbox", "not started (starts on the first --run)"))
+        table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        display(Markdown(f"**Data Agent**\n\n{table}"))
+
+    def cmd_reset(self, args: list[str]) -> None:
+        self.session.reset()
+        display(Markdown("Started a new conversation: follow-ups no longer see earlier questions."))
+
+    def cmd_restart(self, args: list[str]) -> None:
+        self.session.sandbox.restart()
+        display(
+            Markdown(
+                "Restarted the sandbox kernel (its variables are gone; frames are "
+                "sent again on the next run)."
+            )
+        )
+
+    def cmd_insert(self, args: list[str]) -> None:
+        if not self.pending_code:
+            raise errors.UsageError("there is no proposed code to insert yet.")
+        self.shell.set_next_input(self.pending_code, replace=False)
+
+
+_HELP = """\
+**Data Agent** — ask questions about your DataFrames.
+
+| | |
+|---|---|
+| `%%ask [FRAME ...] [--run] [--into NAME] ...` | cell body = question; `%%ask?`: options |
+| `%ask QUESTION` | the same, frames found automatically |
+| `%dataagent status` | version, model, endpoint, key set?, privacy, sandbox |
+| `%dataagent chat` | the chat widget |
+| `%dataagent load PATH [--name N] [--sheet S]` | load CSV/TSV/Excel/ODS/Parquet/JSON Lines |
+| `%dataagent history [N]` / `export PATH` | recent questions / write the conversation |
+| `%dataagent reset` / `restart` | new conversation / restart the sandbox kernel |
+| `%dataagent stats` | questions, cache hits, tokens, cost, latency |
+| `%dataagent replay PATH` | answer from a recorded transcript (no key needed) |
+| `%config DataAgent` | every option with its help |
+"""
+
+
+def current(shell: Any | None = None) -> Extension:
+    """The extension of ``shell`` (default: the running IPython), loading it if needed."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None:
+            raise errors.UsageError(
+                "this needs a running IPython or Jupyter kernel.",
+                hint="Call it from a notebook, or load the extension: %load_ext dataagent",
+            )
+    return Extension.load(shell)

@@ -1,0 +1,151 @@
+"""The messages sent to the model: rules, frame descriptions, recent turns, the question.
+
+Layout, chosen so that answers are good and requests repeat exactly (cache, replay):
+``system`` rules (stable), then earlier turns as user/assistant pairs (oldest dropped
+first to fit the budget), then one ``user`` message holding the current frame
+descriptions and the question. Frames go last because they may have changed since the
+earlier turns; the model should read their current state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from .frames import FrameDescription
+from .llm import estimate_tokens
+
+Mode = Literal["insert", "run"]
+
+
+@dataclass(frozen=True)
+class PastTurn:
+    """What a follow-up needs of an earlier turn: question, code and a short outcome."""
+
+    question: str
+    code: str
+    outcome: str
+
+
+def available_libraries() -> list[str]:
+    """Libraries the generated code may import, as the model should hear them."""
+    libs = [f"pandas {pd.__version__} (as pd)", "numpy (as np)", "matplotlib.pyplot (as plt)"]
+    for name, label in (
+        ("seaborn", "seaborn (as sns)"),
+        ("scipy", "scipy"),
+        ("statsmodels", "statsmodels"),
+        ("sklearn", "scikit-learn"),
+    ):
+        if importlib.util.find_spec(name) is not None:
+            libs.append(label)
+    return libs
+
+
+def system_prompt(names: Sequence[str], mode: Mode) -> str:
+    """The rules: which names exist, which libraries, the shape of an answer, ``result``."""
+    where = (
+        "The code will run in a separate, sandboxed Python kernel that holds copies of "
+        "these variables; it has no network and cannot read the user's files."
+        if mode == "run"
+        else "The code will be inserted as a new notebook cell for the user to review and run."
+    )
+    listed = ", ".join(names) if names else "(none were given)"
+    return "\n".join(
+        [
+            "You are a careful data analyst writing Python in a Jupyter notebook.",
+            f"The user's data is already loaded in these variables: {listed}. Use only these "
+            "names for data; never load files, fetch URLs or invent data.",
+            f"Available libraries: {', '.join(available_libraries())}. Import what you use.",
+            where,
+            "Answer with one or two sentences explaining the approach, then exactly one "
+            "```python code block.",
+            "Rules for the code:",
+            "- Never modify the given variables in place and never reassign them; work on a copy "
+            "(e.g. `df = sales.copy()`) when you need to change data.",
+            "- Leave the final answer in a variable named `result` (a DataFrame, Series, number, "
+            "string or matplotlib Figure) and end the code with a line holding just `result`.",
+            "- For a chart, draw with matplotlib (`fig, ax = plt.subplots()`), give it a title and "
+            "axis labels, and set `result` to the table or figure the chart shows.",
+            "- Keep it short and readable; handle missing values explicitly; do not use input().",
+        ]
+    )
+
+
+def question_message(question: str, descriptions: Sequence[FrameDescription]) -> str:
+    """The final user message: the frames as they are now, then the question."""
+    if descriptions:
+        frames = "\n\n".join(d.text for d in descriptions)
+        return f"Data available:\n\n{frames}\n\nQuestion: {question.strip()}"
+    return f"Question: {question.strip()}"
+
+
+def past_turn_messages(turn: PastTurn) -> list[dict[str, str]]:
+    answer = (
+        f"```python\n{turn.code.strip()}\n```\nOutcome: {turn.outcome}"
+        if turn.code
+        else f"Outcome: {turn.outcome}"
+    )
+    return [
+        {"role": "user", "content": turn.question.strip()},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def build_messages(
+    question: str,
+    descriptions: Sequence[FrameDescription],
+    history: Sequence[PastTurn],
+    *,
+    mode: Mode,
+    max_history_turns: int,
+    history_budget_tokens: int,
+) -> list[dict[str, str]]:
+    """All messages for one question; earlier turns trimmed to the count and the budget."""
+    names = [d.name for d in descriptions]
+    messages = [{"role": "system", "content": system_prompt(names, mode)}]
+    kept: list[list[dict[str, str]]] = []
+    used = 0
+    recent = list(history)[-max_history_turns:] if max_history_turns > 0 else []
+    for turn in reversed(recent):  # newest first, so the budget drops the oldest
+        pair = past_turn_messages(turn)
+        cost = sum(estimate_tokens(m["content"]) for m in pair)
+        if used + cost > history_budget_tokens:
+            break
+        kept.append(pair)
+        used += cost
+    for pair in reversed(kept):
+        messages.extend(pair)
+    messages.append({"role": "user", "content": question_message(question, descriptions)})
+    return messages
+
+
+def retry_no_code_message(reason: str) -> str:
+    """Sent once when the answer had no usable code."""
+    return (
+        f"I could not use your answer: {reason}. Answer again with a one-sentence "
+        "explanation and exactly one complete ```python code block."
+    )
+
+
+def fix_message(traceback: str) -> str:
+    """Sent in run mode when the code raised: the trimmed traceback, asking for a fix."""
+    return (
+        "Running that code raised an error:\n```\n" + traceback.strip() + "\n```\n"
+        "Fix the code. Answer again with a one-sentence explanation of the fix and one "
+        "complete ```python code block (the whole code, not a diff)."
+    )
+
+
+def outcome_summary(
+    value_repr: str | None, *, error: str | None = None, inserted: bool = False
+) -> str:
+    """A one-line outcome for the history sent with follow-ups."""
+    if error:
+        return f"failed: {error[:200]}"
+    if inserted:
+        return "proposed as a notebook cell for the user to run"
+    return f"ran ok; result = {value_repr[:200]}" if value_repr else "ran ok"

@@ -1,0 +1,505 @@
+"""The engine: one question in, a stream of events out, the same for every front end.
+
+``Session.ask`` is a generator. Slow work (the LLM stream, a run in the child kernel)
+happens on a worker thread that hands events to the generator through a queue, so the
+caller's thread can always react: it yields a ``Status`` heartbeat every second (the
+elapsed-time line), and a Stop (``cancel``) or Ctrl-C ends the question at once.
+
+Errors never escape ``ask``: every ``DataAgentError`` becomes a final ``Failed`` event,
+so a front end renders one clear message and the kernel never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import errors
+from ._version import __version__
+from .code import CodeProblem, ExtractedCode, extract_code, review_notes
+from .config import DataAgent
+from .events import (
+    CodeProposed,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Phase,
+    RunFailed,
+    Status,
+    Usage,
+)
+from .frames import FrameInfo, FrameTracker, describe_many, find_frames, frame_info, is_frame
+from .llm import ChatBackend, ChatRequest, ChatResponse, OpenAIChat, endpoint_host
+from .prompts import (
+    PastTurn,
+    build_messages,
+    fix_message,
+    outcome_summary,
+    retry_no_code_message,
+)
+
+log = logging.getLogger("dataagent_jupyter.session")
+
+T = TypeVar("T")
+_END = object()
+#: seconds between Status heartbeats while waiting, so front ends can tick elapsed time
+HEARTBEAT = 1.0
+#: share of max_prompt_tokens given to frame descriptions; the rest is for history
+FRAMES_SHARE = 0.75
+
+
+@dataclass
+class _Turn:
+    """What is accumulated while one question is answered."""
+
+    question: str
+    mode: str
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    usage: Usage = field(default_factory=Usage)
+    code: str = ""
+    explanation: str = ""
+    answer: str = ""
+    attempts: int = 0
+    cached: bool = False
+    result_repr: str | None = None
+    frames: dict[str, str] = field(default_factory=dict)
+    prompt_tokens: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+class Session:
+    """One conversation with the data of one kernel; shared by magics, widget and panel."""
+
+    def __init__(
+        self, config: DataAgent, namespace: MutableMapping[str, Any], *, notebook: str | None = None
+    ) -> None:
+        self.config = config
+        self.namespace = namespace
+        self.notebook = notebook or _notebook_id()
+        self.id = uuid.uuid4().hex[:12]
+        self.tracker = FrameTracker()
+        self.turns: list[PastTurn] = []
+        self._transcript: list[dict[str, Any]] = []
+        self._sandbox: Any = None
+        self._sandbox_lock = threading.Lock()
+        self._chat: tuple[tuple[Any, ...], OpenAIChat] | None = None
+
+    # --- public API ------------------------------------------------------------------
+    def ask(
+        self,
+        question: str,
+        *,
+        frames: Sequence[str] | None = None,
+        mode: str | None = None,
+        model: str | None = None,
+        privacy: str | None = None,
+        use_cache: bool = True,
+        check: bool = False,
+        into: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Answer ``question`` about ``frames`` (all frames when None); yields events.
+
+        ``mode`` "insert" proposes code (``check`` runs it in the child first, fixing it
+        if it fails); "run" runs it in the child and shows the outputs; ``into`` binds the
+        child's ``result`` in the user's namespace.
+        """
+        cancel = cancel or threading.Event()
+        run_mode = mode or self.config.mode
+        turn = _Turn(question=question.strip(), mode=run_mode, model=model or self.config.model)
+        try:
+            yield from self._ask(turn, frames, run_mode, privacy, use_cache, check, into, cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            self._remember(turn, error="cancelled")
+            yield Failed(
+                errors.Cancelled("the question was interrupted."),
+                code=turn.code,
+                elapsed=turn.elapsed,
+            )
+        except errors.DataAgentError as exc:
+            cancel.set()
+            self._remember(turn, error=exc.message)
+            yield Failed(exc, code=turn.code, elapsed=turn.elapsed)
+
+    def run_code(
+        self,
+        code: str,
+        *,
+        frames: Sequence[str] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Run existing code (a "Run" button on an earlier answer) in the child kernel."""
+        cancel = cancel or threading.Event()
+        turn = _Turn(question="(run code)", mode="run", model=self.config.model, code=code)
+        try:
+            found = find_frames(
+                self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
+            )
+            yield from self._run_once(turn, code, found, 1, cancel, phase="running")
+            yield Done(
+                mode="run",
+                outcome="ran",
+                code=code,
+                explanation="",
+                model=turn.model,
+                usage=Usage(),
+                elapsed=turn.elapsed,
+            )
+        except KeyboardInterrupt:
+            cancel.set()
+            yield Failed(
+                errors.Cancelled("the run was interrupted."), code=code, elapsed=turn.elapsed
+            )
+        except errors.DataAgentError as exc:
+            cancel.set()
+            yield Failed(exc, code=code, elapsed=turn.elapsed)
+
+    def list_frames(self) -> list[FrameInfo]:
+        """The DataFrames and Series in the namespace, most recently defined first."""
+        self.tracker.update(self.namespace)
+        order = self.tracker.order
+        names = [n for n in order if n in self.namespace and is_frame(self.namespace[n])]
+        return [frame_info(n, self.namespace[n]) for n in names]
+
+    def status_info(self) -> dict[str, Any]:
+        """What a status line shows: never the key itself."""
+        sandbox = None
+        if self._sandbox is not None:
+            st = self._sandbox.status()
+            sandbox = {"state": st.state, "protections": list(st.protections)}
+        return {
+            "version": __version__,
+            "model": self.config.model,
+            "endpoint": endpoint_host(self.config.base_url),
+            "key_set": bool(self.config.resolved_api_key()) or bool(self.config.replay),
+            "privacy": self.config.privacy,
+            "mode": self.config.mode,
+            "replay": self.config.replay,
+            "record": self.config.record,
+            "sandbox": sandbox,
+        }
+
+    def transcript(self) -> list[dict[str, Any]]:
+        """Earlier turns of this conversation, for a front end that (re)opens."""
+        return list(self._transcript)
+
+    def reset(self) -> None:
+        """Start a new conversation: follow-ups no longer see earlier turns."""
+        self.turns.clear()
+        self._transcript.clear()
+
+    @property
+    def sandbox(self) -> Any:
+        """The child-kernel sandbox, created on first use."""
+        with self._sandbox_lock:
+            if self._sandbox is None:
+                from .sandbox import Sandbox
+
+                self._sandbox = Sandbox(self.config, session_id=self.id)
+            return self._sandbox
+
+    def sandbox_if_started(self) -> Any:
+        return self._sandbox
+
+    def close(self) -> None:
+        """Shut the child kernel down (extension unload, kernel exit)."""
+        if self._sandbox is not None:
+            self._sandbox.shutdown()
+            self._sandbox = None
+
+    # --- the pipeline ----------------------------------------------------------------
+    def _ask(
+        self,
+        turn: _Turn,
+        frames: Sequence[str] | None,
+        mode: str,
+        privacy: str | None,
+        use_cache: bool,
+        check: bool,
+        into: str | None,
+        cancel: threading.Event,
+    ) -> Iterator[Event]:
+        if not turn.question:
+            raise errors.UsageError(
+                "the question is empty.",
+                hint="Write it in the cell body under %%ask, e.g.\n%%ask sales\n"
+                "which region grew fastest last quarter?",
+            )
+        if into is not None and not into.isidentifier():
+            raise errors.UsageError(f"--into needs a valid variable name, not {into!r}.")
+        if mode not in ("insert", "run"):
+            raise errors.UsageError(f"mode must be 'insert' or 'run', not {mode!r}.")
+        self.tracker.update(self.namespace)
+        found = find_frames(
+            self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
+        )
+        yield Status("describing", f"{len(found)} frame(s)")
+        budget = self.config.max_prompt_tokens
+        descriptions = describe_many(
+            found,
+            privacy=privacy or self.config.privacy,  # type: ignore[arg-type]
+            sample_rows=self.config.sample_rows,
+            stats_sample=self.config.stats_sample,
+            budget_tokens=int(budget * FRAMES_SHARE),
+        )
+        turn.frames = {d.name: d.fingerprint for d in descriptions}
+        used = sum(d.tokens for d in descriptions)
+        messages = build_messages(
+            turn.question,
+            descriptions,
+            self.turns,
+            mode=mode,  # type: ignore[arg-type]
+            max_history_turns=self.config.max_history_turns,
+            history_budget_tokens=max(budget - used, 200),
+        )
+        backend = self._backend(use_cache=use_cache)
+        extracted, response = yield from self._answer(backend, messages, turn, 1, cancel)
+        turn.code, turn.explanation = extracted.code, extracted.explanation
+        yield CodeProposed(
+            extracted.code,
+            extracted.explanation,
+            attempt=1,
+            warnings=review_notes(extracted.code, found),
+        )
+        if mode == "insert" and not check:
+            self._remember(turn, inserted=True)
+            yield self._done(turn, "insert", "inserted")
+            return
+        # run mode, or insert --check: run in the child, fixing failures
+        messages = [*messages, {"role": "assistant", "content": response.text}]
+        max_fix = self.config.max_fix_attempts
+        phase: Phase = "running" if mode == "run" else "checking"
+        for attempt in range(1, max_fix + 2):
+            try:
+                yield from self._run_once(turn, turn.code, found, attempt, cancel, phase=phase)
+                break
+            except errors.ExecutionFailed as exc:
+                will_retry = attempt <= max_fix
+                yield RunFailed(attempt, exc.ename, exc.evalue, exc.traceback, will_retry)
+                if not will_retry:
+                    tried = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise errors.ExecutionFailed(
+                        f"the code still fails{tried}: {exc.ename}: {exc.evalue}"
+                        if attempt > 1
+                        else f"the code failed: {exc.ename}: {exc.evalue}",
+                        traceback=exc.traceback,
+                        ename=exc.ename,
+                        evalue=exc.evalue,
+                        hint="The last version is offered as a new cell for you to review and fix."
+                        if attempt > 1 or max_fix == 0
+                        else None,
+                    ) from None
+                messages = [*messages, {"role": "user", "content": fix_message(exc.traceback)}]
+                extracted, response = yield from self._answer(
+                    backend, messages, turn, attempt + 1, cancel
+                )
+                messages = [*messages, {"role": "assistant", "content": response.text}]
+                turn.code, turn.explanation = extracted.code, extracted.explanation
+                yield CodeProposed(
+                    extracted.code,
+                    extracted.explanation,
+                    attempt=attempt + 1,
+                    warnings=review_notes(extracted.code, found),
+                )
+        if into:
+            yield Status("running", f"copying result into {into}", turn.attempts)
+            value = yield from self._pump(
+                lambda emit: self.sandbox.fetch("result"),
+                cancel,
+                "running",
+                f"copying result into {into}",
+                turn.attempts,
+            )
+            self.namespace[into] = value
+            self.tracker.update(self.namespace)
+        self._remember(turn, inserted=(mode == "insert"))
+        yield self._done(
+            turn,
+            "run" if mode == "run" else "insert",
+            "ran" if mode == "run" else "inserted",
+            into=into,
+        )
+
+    def _answer(
+        self,
+        backend: ChatBackend,
+        messages: list[dict[str, str]],
+        turn: _Turn,
+        attempt: int,
+        cancel: threading.Event,
+    ) -> Generator[Event, None, tuple[ExtractedCode, ChatResponse]]:
+        """Ask the model; if the answer has no usable code, ask once more with the reason."""
+        phase: Phase = "asking" if attempt == 1 else "fixing"
+        for retry in (False, True):
+            request = ChatRequest(
+                model=turn.model, messages=tuple(messages), temperature=self.config.temperature
+            )
+            turn.prompt_tokens = max(
+                turn.prompt_tokens, sum(len(m["content"]) for m in messages) // 4
+            )
+            detail = f"{turn.model} at {endpoint_host(self.config.base_url)}"
+            yield Status(phase, detail, attempt)
+
+            def call(emit: Callable[[Event], None], request: ChatRequest = request) -> ChatResponse:
+                return backend.complete(
+                    request, on_delta=lambda t: emit(Delta(t, attempt)), cancel=cancel
+                )
+
+            response = yield from self._pump(call, cancel, phase, detail, attempt)
+            turn.usage = turn.usage + response.usage
+            turn.cached = turn.cached or response.source != "endpoint"
+            turn.answer = response.text
+            try:
+                return extract_code(response.text), response
+            except CodeProblem as problem:
+                if retry:
+                    said = response.text.strip() or "(an empty answer)"
+                    raise errors.NoCodeInAnswer(
+                        f"the model's answer has no usable Python code ({problem}), even after "
+                        "asking again.",
+                        hint="The model said: " + (said[:600] + " …" if len(said) > 600 else said),
+                    ) from None
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": response.text},
+                    {"role": "user", "content": retry_no_code_message(str(problem))},
+                ]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_once(
+        self,
+        turn: _Turn,
+        code: str,
+        found: dict[str, Any],
+        attempt: int,
+        cancel: threading.Event,
+        *,
+        phase: Phase,
+    ) -> Iterator[Event]:
+        turn.attempts = attempt
+        yield Status(phase, "in the sandbox kernel", attempt)
+        sandbox = self.sandbox
+
+        def run(emit: Callable[[Event], None]) -> None:
+            for output in sandbox.run(code, found, attempt=attempt, cancel=cancel):
+                if output.kind == "result":
+                    turn.result_repr = str(output.data.get("text/plain", ""))[:300]
+                emit(output)
+
+        yield from self._pump(run, cancel, phase, "in the sandbox kernel", attempt)
+
+    def _pump(
+        self,
+        work: Callable[[Callable[[Event], None]], T],
+        cancel: threading.Event,
+        phase: Phase,
+        detail: str,
+        attempt: int,
+    ) -> Generator[Event, None, T]:
+        """Run ``work`` on a thread, yielding the events it emits plus heartbeats."""
+        events: queue.Queue[Any] = queue.Queue()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = work(events.put)
+            except BaseException as exc:  # re-raised on the caller's thread below
+                box["error"] = exc
+            finally:
+                events.put(_END)
+
+        worker = threading.Thread(target=target, daemon=True, name="dataagent-work")
+        worker.start()
+        beat = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = events.get(timeout=0.1)
+                except queue.Empty:
+                    if time.monotonic() - beat >= HEARTBEAT:
+                        beat = time.monotonic()
+                        yield Status(phase, detail, attempt)
+                    continue
+                if item is _END:
+                    break
+                yield item
+        except BaseException:
+            cancel.set()  # Ctrl-C or a closed generator: stop the worker too
+            raise
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    # --- helpers ---------------------------------------------------------------------
+    def _backend(self, *, use_cache: bool) -> ChatBackend:
+        """The chat backend for the current config (rebuilt when endpoint settings change)."""
+        cfg = self.config
+        settings = (cfg.resolved_api_key(), cfg.base_url, cfg.timeout, cfg.max_retries)
+        if self._chat is None or self._chat[0] != settings:
+            self._chat = (
+                settings,
+                OpenAIChat(
+                    api_key=settings[0],
+                    base_url=cfg.base_url,
+                    timeout=cfg.timeout,
+                    max_retries=cfg.max_retries,
+                ),
+            )
+        return self._chat[1]
+
+    def _done(self, turn: _Turn, mode: str, outcome: str, into: str | None = None) -> Done:
+        return Done(
+            mode=mode,
+            outcome=outcome,
+            code=turn.code,  # type: ignore[arg-type]
+            explanation=turn.explanation,
+            model=turn.model,
+            usage=turn.usage,
+            elapsed=turn.elapsed,
+            attempts=max(turn.attempts, 1),
+            cached=turn.cached,
+            into=into,
+        )
+
+    def _remember(self, turn: _Turn, *, inserted: bool = False, error: str | None = None) -> None:
+        """Keep the turn for follow-ups (only turns that produced code are worth sending)."""
+        if not turn.question or turn.question == "(run code)":
+            return
+        outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted and not error)
+        if turn.code:
+            self.turns.append(PastTurn(turn.question, turn.code, outcome))
+        self._transcript.append(
+            {
+                "question": turn.question,
+                "explanation": turn.explanation,
+                "code": turn.code,
+                "outcome": outcome,
+            }
+        )
+        log.info(
+            "turn: mode=%s attempts=%d tokens_in=%d tokens_out=%d seconds=%.2f cached=%s",
+            turn.mode,
+            turn.attempts,
+            turn.usage.prompt_tokens,
+            turn.usage.completion_tokens,
+            turn.elapsed,
+            turn.cached,
+        )
+
+
+def _notebook_id() -> str:
+    """The notebook's path when JupyterLab/Notebook tell the kernel, else the folder."""
+    return os.environ.get("JPY_SESSION_NAME") or f"ipython:{os.getcwd()}"
