@@ -41,6 +41,11 @@ def highlight(code: str) -> str:
         return f"<pre>{html.escape(code)}</pre>"
 
 
+def show_markdown(md: str) -> None:
+    """Display Markdown that also reads well where only text/plain renders (terminals)."""
+    display({"text/markdown": md, "text/plain": md}, raw=True)
+
+
 def status_bundle(text: str, *, tone: str = "busy") -> dict[str, str]:
     colour = {"busy": "#1565c0", "ok": "#2e7d32", "error": "#c62828"}[tone]
     icon = {"busy": "⏳", "ok": "✓", "error": "✗"}[tone]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from IPython.display import Markdown, display
+from traitlets import TraitError
 
 from . import errors
 from ._version import __version__
+from .cell_output import show_markdown
 from .config import DataAgent
 from .llm import endpoint_host
 from .magics import DataAgentMagics, cell_text, render_events
@@ -29,7 +30,13 @@ class Extension:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.config = DataAgent(parent=shell)
+        try:
+            self.config = DataAgent(parent=shell)
+        except TraitError as exc:
+            raise errors.ConfigError(
+                f"a DataAgent setting in the IPython config is invalid: {exc}",
+                hint="Fix it in ipython_config.py or with %config DataAgent.<option> = ...",
+            ) from None
         self.session = Session(self.config, shell.user_ns)
         self.magics = DataAgentMagics(shell, self)
         self.pending_code: str | None = None
@@ -113,7 +120,7 @@ class Extension:
 
     # --- %dataagent commands -------------------------------------------------------------
     def cmd_help(self, args: list[str]) -> None:
-        display(Markdown(_HELP))
+        show_markdown(_HELP)
 
     def cmd_status(self, args: list[str]) -> None:
         info = self.session.status_info()
@@ -143,19 +150,17 @@ class Extension:
         else:
             rows.append(("sandbox", "not started (starts on the first --run)"))
         table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-        display(Markdown(f"**Data Agent**\n\n{table}"))
+        show_markdown(f"**Data Agent**\n\n{table}")
 
     def cmd_reset(self, args: list[str]) -> None:
         self.session.reset()
-        display(Markdown("Started a new conversation: follow-ups no longer see earlier questions."))
+        show_markdown("Started a new conversation: follow-ups no longer see earlier questions.")
 
     def cmd_restart(self, args: list[str]) -> None:
         self.session.sandbox.restart()
-        display(
-            Markdown(
-                "Restarted the sandbox kernel (its variables are gone; frames are "
-                "sent again on the next run)."
-            )
+        show_markdown(
+            "Restarted the sandbox kernel (its variables are gone; frames are "
+            "sent again on the next run)."
         )
 
     def cmd_insert(self, args: list[str]) -> None:

@@ -180,7 +180,7 @@ class LLMServer:
 
             def do_GET(self) -> None:
                 server.requests.append(Request(self.path, dict(self.headers), {}))
-                if not self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/") != "/v1/models":
                     self._error(404, f"no route {self.path}")
                     return
                 if not self._authorized():
@@ -201,7 +201,7 @@ class LLMServer:
                     body = {"_raw": raw.decode(errors="replace")}
                 request = Request(self.path, dict(self.headers), body)
                 server.requests.append(request)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                if self.path.rstrip("/") != "/v1/chat/completions":
                     self._error(404, f"no route {self.path}")
                     return
                 if not self._authorized():

@@ -1,0 +1,245 @@
+"""%%ask / %ask / %dataagent through IPython's shell, against the scripted LLM server."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+
+import pandas as pd
+import pytest
+from llm_server import LLMServer, Reply, code_answer
+
+from dataagent_jupyter import errors
+
+
+@pytest.fixture
+def sales(ip) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "region": ["North", "South", "North", "East"],
+            "revenue": [10.0, 20.0, 30.0, 5.5],
+            "quarter": ["Q1", "Q1", "Q2", "Q2"],
+        }
+    )
+    ip.user_ns["sales"] = df
+    ip.run_cell("pass")  # a cell ran: the frame tracker sees the new frame
+    return df
+
+
+def ask(ip, line: str, body: str) -> None:
+    ip.run_cell_magic("ask", line, body)
+
+
+def test_ask_proposes_code_below_with_the_question(ip, llm_env: LLMServer, sales) -> None:
+    llm_env.script(
+        code_answer(
+            "result = sales.groupby('region')['revenue'].sum()\nresult", "Sum revenue per region."
+        )
+    )
+    ask(ip, "sales", "total revenue by region?")
+    assert ip.rl_next_input == (
+        "# dataagent: total revenue by region?\n"
+        "result = sales.groupby('region')['revenue'].sum()\nresult\n"
+    )
+    # nothing ran: no result variable appeared in the user's namespace
+    assert "result" not in ip.user_ns
+    request = llm_env.chat_requests()[0]
+    assert request.body["stream"] is True
+    assert request.body["model"] == "gpt-4o-mini"
+    system, user = request.messages[0]["content"], request.messages[-1]["content"]
+    assert "sales" in system and "`result`" in system and "pandas" in system
+    assert "### sales (DataFrame, 4 rows × 3 columns)" in user
+    assert user.rstrip().endswith("Question: total revenue by region?")
+
+
+def test_line_magic_finds_frames_itself(ip, llm_env: LLMServer, sales) -> None:
+    ip.user_ns["costs"] = pd.DataFrame({"x": [1]})
+    ip.run_cell("pass")
+    llm_env.script(code_answer("result = len(sales)"))
+    ip.run_line_magic("ask", "how many rows don't have a price?")
+    user = llm_env.chat_requests()[0].messages[-1]["content"]
+    # most recently defined first
+    assert user.index("### costs") < user.index("### sales")
+    assert "Question: how many rows don't have a price?" in user
+    assert ip.rl_next_input.startswith("# dataagent: how many rows don't have a price?")
+
+
+def test_line_magic_options(ip, llm_env: LLMServer, sales) -> None:
+    llm_env.script(code_answer("result = 1"))
+    ip.run_line_magic("ask", "--model test-model --privacy schema what is in sales?")
+    request = llm_env.chat_requests()[0]
+    assert request.body["model"] == "test-model"
+    assert "North" not in request.text
+    with pytest.raises(errors.UsageError, match="unknown option --bogus"):
+        ip.run_line_magic("ask", "--bogus what?")
+
+
+def test_follow_up_sends_the_previous_turn(ip, llm_env: LLMServer, sales) -> None:
+    llm_env.script(code_answer("result = sales['revenue'].sum()"), code_answer("result = 2"))
+    ask(ip, "sales", "total revenue?")
+    ask(ip, "sales", "and per quarter?")
+    second = llm_env.chat_requests()[1].messages
+    roles = [m["role"] for m in second]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert second[1]["content"] == "total revenue?"
+    assert "result = sales['revenue'].sum()" in second[2]["content"]
+    ip.run_line_magic("dataagent", "reset")
+    llm_env.script(code_answer("result = 3"))
+    ask(ip, "sales", "fresh start?")
+    assert [m["role"] for m in llm_env.chat_requests()[2].messages] == ["system", "user"]
+
+
+def test_history_is_trimmed_to_max_history_turns(ip, llm_env: LLMServer, sales) -> None:
+    ip.run_line_magic("config", "DataAgent.max_history_turns = 2")
+    for i in range(4):
+        llm_env.script(code_answer(f"result = {i}"))
+        ask(ip, "sales", f"question {i}?")
+    last = llm_env.chat_requests()[-1].messages
+    assert [m["content"] for m in last if m["role"] == "user"][:-1] == [
+        "question 1?",
+        "question 2?",
+    ]
+
+
+def test_schema_privacy_request_holds_no_cell_value(ip, llm_env: LLMServer) -> None:
+    ip.user_ns["people"] = pd.DataFrame(
+        {
+            "name": ["Qwxzt Vrmnpl", "Jjkkh Ppoiu"],
+            "salary": [91234.5, 87654.25],
+            "city": pd.Categorical(["Xanaduville", "Ophirton"]),
+        }
+    )
+    ip.run_line_magic("config", "DataAgent.privacy = 'schema'")
+    llm_env.script(code_answer("result = people['salary'].mean()"))
+    ask(ip, "people", "average salary?")
+    sent = json.dumps(llm_env.chat_requests()[0].body)
+    for value in ("Qwxzt", "Vrmnpl", "Jjkkh", "Ppoiu", "91234", "87654", "Xanaduville", "Ophirton"):
+        assert value not in sent
+    assert "salary" in sent and "name" in sent
+
+
+def test_series_can_be_asked_about(ip, llm_env: LLMServer, sales) -> None:
+    ip.user_ns["rev"] = sales["revenue"]
+    llm_env.script(code_answer("result = rev.max()"))
+    ask(ip, "rev", "max?")
+    assert "### rev (Series, 4 rows)" in llm_env.chat_requests()[0].text
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "error", "text"),
+    [
+        ("sales", "   \n ", errors.UsageError, "the question is empty"),
+        ("nosuch", "q?", errors.FrameError, "there is no variable named 'nosuch'"),
+        ("n", "q?", errors.FrameError, "'n' is a int, not a pandas DataFrame or Series"),
+        ("sales --into 1bad --run", "q?", errors.UsageError, "--into needs a valid variable name"),
+    ],
+)
+def test_usage_errors_name_the_problem(ip, llm_env, sales, line, body, error, text) -> None:
+    ip.user_ns["n"] = 3
+    with pytest.raises(error, match=text):
+        ask(ip, line, body)
+    assert llm_env.chat_requests() == []
+
+
+def test_errors_render_without_an_internal_traceback(ip, llm_env: LLMServer, sales) -> None:
+    llm_env.script(Reply(status=401, error_message="bad key"))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        result = ip.run_cell("%%ask sales\nq?")
+    assert isinstance(result.error_in_exec, errors.AuthenticationFailed)
+    rendered = result.error_in_exec._render_traceback_()
+    assert "refused the API key (401)" in rendered[0]
+    assert "OPENAI_API_KEY" in rendered[1]
+    assert len(rendered) == 2  # no frames from inside the extension
+
+
+def test_no_code_asks_once_more_then_fails_showing_what_the_model_said(
+    ip, llm_env: LLMServer, sales
+) -> None:
+    llm_env.script("I think the North region did best.", code_answer("result = 1"))
+    ask(ip, "sales", "who did best?")
+    retry = llm_env.chat_requests()[1].messages
+    assert retry[-2] == {"role": "assistant", "content": "I think the North region did best."}
+    assert "no ```python code block" in retry[-1]["content"]
+    llm_env.script("Sorry, no idea.", "```python\nthis is not python(\n```")
+    with pytest.raises(errors.NoCodeInAnswer) as err:
+        ask(ip, "sales", "who did worst?")
+    assert "does not parse" in err.value.message
+    assert "this is not python(" in (err.value.hint or "")
+
+
+def test_config_lists_options_and_never_shows_the_key(ip, llm_env: LLMServer) -> None:
+    ip.run_line_magic("config", "DataAgent.api_key = 'sk-very-secret-value-123'")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        ip.run_line_magic("config", "DataAgent")
+        ip.run_line_magic("config", "DataAgent.api_key")
+    text = out.getvalue()
+    for option in (
+        "model",
+        "base_url",
+        "api_key",
+        "mode",
+        "privacy",
+        "sample_rows",
+        "max_prompt_tokens",
+        "timeout",
+        "max_history_turns",
+    ):
+        assert f"DataAgent.{option}" in text
+    assert "sk-very-secret-value-123" not in text
+    assert "<secret: set>" in text
+
+
+def test_config_rejects_bad_values(ip, caplog) -> None:
+    ip.run_line_magic("config", "DataAgent.mode = 'explode'")
+    ip.run_line_magic("config", "DataAgent.memory_limit = 'lots'")
+    assert "expected any of ['insert', 'run']" in caplog.text
+    assert "not a size: 'lots'" in caplog.text
+    config = ip._dataagent_extension.config
+    assert (config.mode, config.memory_limit) == ("insert", "50%")
+
+
+def test_model_option_and_config_reach_the_endpoint(ip, llm_env: LLMServer, sales) -> None:
+    ip.run_line_magic("config", "DataAgent.model = 'test-model'")
+    llm_env.script(code_answer("result = 1"))
+    ask(ip, "sales", "q?")
+    assert llm_env.chat_requests()[0].body["model"] == "test-model"
+
+
+def test_status_shows_endpoint_and_whether_a_key_is_set(ip, llm_env: LLMServer) -> None:
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as cap:
+        ip.run_line_magic("dataagent", "status")
+    text = "\n".join(str(o.data) for o in cap.outputs)
+    assert f"127.0.0.1:{llm_env.port}" in text
+    assert "| API key | set |" in text
+    assert llm_env.api_key not in text
+    assert "| privacy | sample |" in text
+
+
+def test_help_and_unknown_command(ip) -> None:
+    with pytest.raises(errors.UsageError, match="unknown command 'fly'"):
+        ip.run_line_magic("dataagent", "fly")
+    doc = ip.find_cell_magic("ask").__doc__
+    for flag in ("--run", "--insert", "--into", "--model", "--privacy", "--no-cache"):
+        assert flag in doc
+
+
+def test_unload_removes_every_magic_and_hook(ip) -> None:
+    hooks_before = len(ip.events.callbacks["post_run_cell"])
+    ip.run_line_magic("unload_ext", "dataagent_jupyter")
+    assert ip.find_cell_magic("ask") is None
+    assert ip.find_line_magic("ask") is None
+    assert ip.find_line_magic("dataagent") is None
+    assert all(type(c).__name__ != "DataAgent" for c in ip.configurables)
+    assert len(ip.events.callbacks["post_run_cell"]) == hooks_before - 1
+    assert not hasattr(ip, "_dataagent_extension")
+    # loading under the other name works and is the same extension
+    ip.run_line_magic("load_ext", "dataagent")
+    assert ip.find_cell_magic("ask") is not None
+    ip.extension_manager.loaded.discard("dataagent")
+    ip.run_line_magic("load_ext", "dataagent_jupyter")  # both names: still one instance
+    assert sum(type(c).__name__ == "DataAgent" for c in ip.configurables) == 1
