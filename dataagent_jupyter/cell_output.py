@@ -46,6 +46,23 @@ def show_markdown(md: str) -> None:
     display({"text/markdown": md, "text/plain": md}, raw=True)
 
 
+def show_rich(obj: Any) -> None:
+    """Display an object's HTML and Markdown, with the Markdown as plain text too.
+
+    A terminal IPython renders only text/plain; an object's Markdown reads better there
+    than its repr.
+    """
+    bundle: dict[str, Any] = {}
+    for mime, method in (("text/html", "_repr_html_"), ("text/markdown", "_repr_markdown_")):
+        render = getattr(obj, method, None)
+        if render is not None:
+            value = render()
+            if value:
+                bundle[mime] = value
+    bundle["text/plain"] = bundle.get("text/markdown") or repr(obj)
+    display(bundle, raw=True)
+
+
 def status_bundle(text: str, *, tone: str = "busy") -> dict[str, str]:
     colour = {"busy": "#1565c0", "ok": "#2e7d32", "error": "#c62828"}[tone]
     icon = {"busy": "⏳", "ok": "✓", "error": "✗"}[tone]

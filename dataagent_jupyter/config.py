@@ -250,6 +250,17 @@ class DataAgent(Configurable):
             raise TraitError(f"{proposal['trait'].name} must be more than 0 seconds")
         return proposal["value"]
 
+    @validate("prices")
+    def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        from .errors import DataAgentError
+        from .store.metrics import price_table
+
+        try:
+            price_table(proposal["value"])
+        except DataAgentError as exc:
+            raise TraitError(exc.message) from None
+        return proposal["value"]
+
     def resolved_api_key(self) -> str | None:
         """The key to send: ``DataAgent.api_key`` if set, else ``$OPENAI_API_KEY``."""
         if self.api_key:

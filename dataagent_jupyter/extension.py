@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from IPython.display import display
 from traitlets import TraitError
 
-from . import errors
+from . import errors, store
 from ._version import __version__
-from .cell_output import show_markdown
+from .cell_output import show_markdown, show_rich
 from .config import DataAgent
 from .llm import endpoint_host
 from .magics import DataAgentMagics, cell_text, render_events
@@ -163,6 +164,77 @@ class Extension:
             "sent again on the next run)."
         )
 
+    def cmd_history(self, args: list[str]) -> None:
+        limit = _int_arg(args, default=20, what="history N")
+        history = self._require_history()
+        show_rich(store.HistoryTable(history.recent(notebook=self.session.notebook, limit=limit)))
+
+    def cmd_export(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise errors.UsageError("usage: %dataagent export PATH (.md or .ipynb)")
+        history = self._require_history()
+        conversation = self.session.conversation or ""
+        path = store.export_conversation(history.conversation(conversation), args[0])
+        show_markdown(f"Wrote the conversation to `{path}`.")
+
+    def cmd_stats(self, args: list[str]) -> None:
+        show_rich(self.session.metrics.snapshot())
+
+    def cmd_replay(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise errors.UsageError("usage: %dataagent replay PATH (a .jsonl transcript)")
+        store.TranscriptReplayer(args[0])  # fails clearly now if the file is unusable
+        self.config.replay = args[0]
+        show_markdown(
+            f"Answering from the transcript `{args[0]}` (no endpoint, no key). "
+            "Turn off with `%config DataAgent.replay = None`."
+        )
+
+    def cmd_load(self, args: list[str]) -> None:
+        from .loaders import load
+
+        usage = "usage: %dataagent load PATH [--name NAME] [--sheet SHEET]"
+        path, name, sheet = None, None, None
+        it = iter(args)
+        for word in it:
+            if word in ("--name", "--sheet"):
+                value = next(it, None)
+                if value is None:
+                    raise errors.UsageError(f"{word} needs a value; {usage}")
+                if word == "--name":
+                    name = value
+                else:
+                    sheet = value
+            elif path is None:
+                path = word
+            else:
+                raise errors.UsageError(f"unexpected {word!r}; {usage} (quote paths with spaces)")
+        if path is None:
+            raise errors.UsageError(usage)
+        loaded = load(
+            path,
+            name=name,
+            sheet=sheet,
+            namespace=self.shell.user_ns,
+            max_mb=self.config.max_upload_mb,
+        )
+        self.session.tracker.update(self.shell.user_ns)
+        show_rich(loaded)
+
+    def cmd_chat(self, args: list[str]) -> None:
+        from .widget import ChatWidget
+
+        display(ChatWidget(self))
+
+    def _require_history(self) -> store.History:
+        history = self.session.history
+        if history is None:
+            raise errors.StoreError(
+                f"the history database under {self.config.data_dir} cannot be opened.",
+                hint="Check the folder is writable, or set %config DataAgent.data_dir = '...'",
+            )
+        return history
+
     def cmd_insert(self, args: list[str]) -> None:
         if not self.pending_code:
             raise errors.UsageError("there is no proposed code to insert yet.")
@@ -185,6 +257,18 @@ _HELP = """\
 | `%dataagent replay PATH` | answer from a recorded transcript (no key needed) |
 | `%config DataAgent` | every option with its help |
 """
+
+
+def _int_arg(args: list[str], *, default: int, what: str) -> int:
+    if not args:
+        return default
+    try:
+        value = int(args[0])
+    except ValueError:
+        raise errors.UsageError(f"{what}: N must be a whole number, not {args[0]!r}.") from None
+    if value <= 0:
+        raise errors.UsageError(f"{what}: N must be more than 0.")
+    return value
 
 
 def current(shell: Any | None = None) -> Extension:

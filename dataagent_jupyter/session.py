@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator, Iterator, MutableMapping, Seque
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import errors
+from . import errors, store
 from ._version import __version__
 from .code import CodeProblem, ExtractedCode, extract_code, review_notes
 from .config import DataAgent
@@ -65,6 +65,7 @@ class _Turn:
     model: str
     started: float = field(default_factory=time.perf_counter)
     usage: Usage = field(default_factory=Usage)
+    billed: Usage = field(default_factory=Usage)
     code: str = ""
     explanation: str = ""
     answer: str = ""
@@ -95,6 +96,13 @@ class Session:
         self._sandbox: Any = None
         self._sandbox_lock = threading.Lock()
         self._chat: tuple[tuple[Any, ...], OpenAIChat] | None = None
+        self._history: store.History | None = None
+        self._conversation: str | None = None
+        self._recorder: store.TranscriptRecorder | None = None
+        self._replayer: store.TranscriptReplayer | None = None
+        self.metrics = store.Metrics(prices=lambda: config.prices)
+        store.configure_logging(config.log_level)
+        config.observe(lambda change: store.configure_logging(change["new"]), "log_level")
 
     # --- public API ------------------------------------------------------------------
     def ask(
@@ -123,16 +131,15 @@ class Session:
             yield from self._ask(turn, frames, run_mode, privacy, use_cache, check, into, cancel)
         except KeyboardInterrupt:
             cancel.set()
-            self._remember(turn, error="cancelled")
-            yield Failed(
+            failed = Failed(
                 errors.Cancelled("the question was interrupted."),
                 code=turn.code,
                 elapsed=turn.elapsed,
             )
+            yield self._finish(turn, failed)
         except errors.DataAgentError as exc:
             cancel.set()
-            self._remember(turn, error=exc.message)
-            yield Failed(exc, code=turn.code, elapsed=turn.elapsed)
+            yield self._finish(turn, Failed(exc, code=turn.code, elapsed=turn.elapsed))
 
     def run_code(
         self,
@@ -194,12 +201,65 @@ class Session:
 
     def transcript(self) -> list[dict[str, Any]]:
         """Earlier turns of this conversation, for a front end that (re)opens."""
+        self._restore()
         return list(self._transcript)
 
     def reset(self) -> None:
-        """Start a new conversation: follow-ups no longer see earlier turns."""
+        """Start a new conversation: follow-ups no longer see earlier turns (kept on record)."""
         self.turns.clear()
         self._transcript.clear()
+        history = self.history
+        if history is not None:
+            self._conversation = history.new_conversation(self.notebook)
+
+    @property
+    def history(self) -> store.History | None:
+        """The SQLite history under ``DataAgent.data_dir`` (None if it cannot be opened)."""
+        path = self.config.data_dir
+        if self._history is not None and getattr(self, "_history_dir", None) == path:
+            return self._history
+        if self._history is not None:
+            self._history.close()
+        try:
+            self._history = store.History.open(path)
+        except errors.DataAgentError as exc:
+            log.warning("history unavailable: %s", exc.message)
+            self._history = None
+        self._history_dir = path
+        self._conversation = None
+        self._restored = False
+        return self._history
+
+    @property
+    def conversation(self) -> str | None:
+        """This notebook's current conversation id (continues across kernel restarts)."""
+        history = self.history
+        if history is not None and self._conversation is None:
+            self._conversation = history.current_conversation(self.notebook)
+        return self._conversation
+
+    def _restore(self) -> None:
+        """After a kernel restart, bring back the follow-up context of this notebook."""
+        if getattr(self, "_restored", False) or self.turns:
+            return
+        self._restored = True
+        history, conversation = self.history, self.conversation
+        if history is None or conversation is None:
+            return
+        for t in history.conversation(conversation):
+            outcome = outcome_summary(
+                t.result or None, error=t.error, inserted=t.outcome in ("inserted", "proposed")
+            )
+            if t.code:
+                self.turns.append(PastTurn(t.question, t.code, outcome))
+            self._transcript.append(
+                {
+                    "question": t.question,
+                    "explanation": t.answer,
+                    "code": t.code,
+                    "outcome": outcome,
+                }
+            )
 
     @property
     def sandbox(self) -> Any:
@@ -215,10 +275,13 @@ class Session:
         return self._sandbox
 
     def close(self) -> None:
-        """Shut the child kernel down (extension unload, kernel exit)."""
+        """Shut the child kernel down and close the history (extension unload)."""
         if self._sandbox is not None:
             self._sandbox.shutdown()
             self._sandbox = None
+        if self._history is not None:
+            self._history.close()
+            self._history = None
 
     # --- the pipeline ----------------------------------------------------------------
     def _ask(
@@ -247,6 +310,7 @@ class Session:
             self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
         )
         yield Status("describing", f"{len(found)} frame(s)")
+        self._restore()
         budget = self.config.max_prompt_tokens
         descriptions = describe_many(
             found,
@@ -275,8 +339,7 @@ class Session:
             warnings=review_notes(extracted.code, found),
         )
         if mode == "insert" and not check:
-            self._remember(turn, inserted=True)
-            yield self._done(turn, "insert", "inserted")
+            yield self._finish(turn, self._done(turn, "insert", "inserted"))
             return
         # run mode, or insert --check: run in the child, fixing failures
         messages = [*messages, {"role": "assistant", "content": response.text}]
@@ -302,6 +365,7 @@ class Session:
                         if attempt > 1 or max_fix == 0
                         else None,
                     ) from None
+                self.metrics.record_fix_attempt()
                 messages = [*messages, {"role": "user", "content": fix_message(exc.traceback)}]
                 extracted, response = yield from self._answer(
                     backend, messages, turn, attempt + 1, cancel
@@ -325,13 +389,13 @@ class Session:
             )
             self.namespace[into] = value
             self.tracker.update(self.namespace)
-        self._remember(turn, inserted=(mode == "insert"))
-        yield self._done(
+        done = self._done(
             turn,
             "run" if mode == "run" else "insert",
             "ran" if mode == "run" else "inserted",
             into=into,
         )
+        yield self._finish(turn, done)
 
     def _answer(
         self,
@@ -360,6 +424,8 @@ class Session:
 
             response = yield from self._pump(call, cancel, phase, detail, attempt)
             turn.usage = turn.usage + response.usage
+            if response.source == "endpoint":
+                turn.billed = turn.billed + response.usage
             turn.cached = turn.cached or response.source != "endpoint"
             turn.answer = response.text
             try:
@@ -399,7 +465,12 @@ class Session:
                     turn.result_repr = str(output.data.get("text/plain", ""))[:300]
                 emit(output)
 
-        yield from self._pump(run, cancel, phase, "in the sandbox kernel", attempt)
+        try:
+            yield from self._pump(run, cancel, phase, "in the sandbox kernel", attempt)
+        except errors.DataAgentError:
+            self.metrics.record_run(False)
+            raise
+        self.metrics.record_run(True)
 
     def _pump(
         self,
@@ -445,20 +516,40 @@ class Session:
 
     # --- helpers ---------------------------------------------------------------------
     def _backend(self, *, use_cache: bool) -> ChatBackend:
-        """The chat backend for the current config (rebuilt when endpoint settings change)."""
+        """The chat backend for the current config.
+
+        Replay answers from a transcript (no endpoint, no key). Otherwise the endpoint,
+        behind the response cache, with the recorder outermost so cached answers are
+        recorded too (a transcript must hold every exchange the notebook saw).
+        """
         cfg = self.config
+        if cfg.replay:
+            if self._replayer is None or str(self._replayer.path) != _abs(cfg.replay):
+                self._replayer = store.TranscriptReplayer(cfg.replay)
+            return store.ReplayBackend(self._replayer)
         settings = (cfg.resolved_api_key(), cfg.base_url, cfg.timeout, cfg.max_retries)
         if self._chat is None or self._chat[0] != settings:
-            self._chat = (
-                settings,
-                OpenAIChat(
-                    api_key=settings[0],
-                    base_url=cfg.base_url,
-                    timeout=cfg.timeout,
-                    max_retries=cfg.max_retries,
-                ),
+            chat = OpenAIChat(
+                api_key=settings[0],
+                base_url=cfg.base_url,
+                timeout=cfg.timeout,
+                max_retries=cfg.max_retries,
             )
-        return self._chat[1]
+            self._chat = (settings, chat)
+        backend: ChatBackend = self._chat[1]
+        history = self.history
+        if history is not None:
+            cache = store.ResponseCache(history.database, cfg.cache_max_entries)
+            backend = store.CachingBackend(
+                backend, cache, enabled=cfg.cache, refresh=not use_cache, metrics=self.metrics
+            )
+        if cfg.record:
+            if self._recorder is None or str(self._recorder.path) != _abs(cfg.record):
+                self._recorder = store.TranscriptRecorder(
+                    cfg.record, redact=lambda: [k] if (k := cfg.resolved_api_key()) else []
+                )
+            backend = store.RecordingBackend(backend, self._recorder)
+        return backend
 
     def _done(self, turn: _Turn, mode: str, outcome: str, into: str | None = None) -> Done:
         return Done(
@@ -474,11 +565,16 @@ class Session:
             into=into,
         )
 
-    def _remember(self, turn: _Turn, *, inserted: bool = False, error: str | None = None) -> None:
-        """Keep the turn for follow-ups (only turns that produced code are worth sending)."""
-        if not turn.question or turn.question == "(run code)":
-            return
-        outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted and not error)
+    def _finish(self, turn: _Turn, event: Done | Failed) -> Done | Failed:
+        """Record the finished question (memory, history, metrics); returns ``event``.
+
+        Called before the final event is yielded: a front end may stop iterating there.
+        """
+        if not turn.question:
+            return event
+        error = event.error.message if isinstance(event, Failed) else None
+        inserted = isinstance(event, Done) and event.mode == "insert"
+        outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
         if turn.code:
             self.turns.append(PastTurn(turn.question, turn.code, outcome))
         self._transcript.append(
@@ -489,15 +585,38 @@ class Session:
                 "outcome": outcome,
             }
         )
+        history = self.history
+        record = store.Turn.from_event(
+            event,
+            notebook=self.notebook,
+            conversation=self.conversation or "",
+            question=turn.question,
+            model=turn.model,
+            frames=turn.frames,
+            prompt_tokens=turn.prompt_tokens,
+            billed=turn.billed,
+            result=turn.result_repr or "",
+        )
+        if history is not None:
+            try:
+                history.add(record)
+            except errors.StoreError as exc:
+                log.warning("history not written: %s", exc.message)
+        self.metrics.record_question(record)
         log.info(
             "turn: mode=%s attempts=%d tokens_in=%d tokens_out=%d seconds=%.2f cached=%s",
             turn.mode,
             turn.attempts,
-            turn.usage.prompt_tokens,
-            turn.usage.completion_tokens,
+            turn.billed.prompt_tokens,
+            turn.billed.completion_tokens,
             turn.elapsed,
             turn.cached,
         )
+        return event
+
+
+def _abs(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _notebook_id() -> str:

@@ -65,3 +65,14 @@ def ip(llm_env: LLMServer, tmp_path: Path) -> Iterator:
         shell.user_ns.pop(name, None)
     shell.rl_next_input = None
     shell.config.pop("DataAgent", None)  # %config values set by the test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """In CI (DATAAGENT_REQUIRE_BROWSER=1) a skipped browser test is a failure, not a pass."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("DATAAGENT_REQUIRE_BROWSER")
+            and item.get_closest_marker("browser") is not None):
+        report.outcome = "failed"
+        report.longrepr = f"browser test was skipped but CI requires it: {report.longrepr}"

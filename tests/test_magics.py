@@ -243,3 +243,84 @@ def test_unload_removes_every_magic_and_hook(ip) -> None:
     ip.extension_manager.loaded.discard("dataagent")
     ip.run_line_magic("load_ext", "dataagent_jupyter")  # both names: still one instance
     assert sum(type(c).__name__ == "DataAgent" for c in ip.configurables) == 1
+
+
+def test_second_identical_question_is_answered_from_the_cache(ip, llm_env, sales) -> None:
+    llm_env.script(code_answer("result = 1"), code_answer("result = 2"))
+    ask(ip, "sales", "cached?")
+    ip.run_line_magic("dataagent", "reset")  # same messages again: no history in the prompt
+    ask(ip, "sales", "cached?")
+    assert len(llm_env.chat_requests()) == 1
+    assert ip.rl_next_input.endswith("result = 1\n")
+    ip.run_line_magic("dataagent", "reset")
+    ask(ip, "sales --no-cache", "cached?")
+    assert len(llm_env.chat_requests()) == 2
+    sales.loc[0, "revenue"] = 999.0  # a changed frame changes the prompt: a miss
+    ip.run_line_magic("dataagent", "reset")
+    llm_env.script(code_answer("result = 3"))
+    ask(ip, "sales", "cached?")
+    assert len(llm_env.chat_requests()) == 3
+
+
+def test_history_export_and_stats_commands(ip, llm_env, sales, tmp_path) -> None:
+    import nbformat
+    from IPython.utils.capture import capture_output
+
+    llm_env.script(code_answer("result = sales['revenue'].sum()", "Add it up."))
+    ask(ip, "sales", "total revenue?")
+    with capture_output() as cap:
+        ip.run_line_magic("dataagent", "history 5")
+        ip.run_line_magic("dataagent", "stats")
+    html = "\n".join(o.data.get("text/html", "") for o in cap.outputs)
+    assert "total revenue?" in html
+    usage = llm_env.chat_requests()
+    assert len(usage) == 1
+    path = tmp_path / "conversation.ipynb"
+    with capture_output():
+        ip.run_line_magic("dataagent", f"export {path}")
+    nb = nbformat.read(path, as_version=4)
+    assert any(
+        "result = sales['revenue'].sum()" in c.source for c in nb.cells if c.cell_type == "code"
+    )
+    assert any("total revenue?" in c.source for c in nb.cells if c.cell_type == "markdown")
+    with pytest.raises(errors.UsageError, match="N must be a whole number"):
+        ip.run_line_magic("dataagent", "history lots")
+
+
+def test_conversation_continues_after_a_restart(llm_env, tmp_path) -> None:
+    from dataagent_jupyter.config import DataAgent
+    from dataagent_jupyter.session import Session
+
+    frames = {"df": pd.DataFrame({"a": [1, 2]})}
+    config = DataAgent(base_url=llm_env.url, api_key=llm_env.api_key, data_dir=str(tmp_path))
+    first = Session(config, frames, notebook="nb.ipynb")
+    llm_env.script(code_answer("result = df['a'].sum()"), code_answer("result = 2"))
+    list(first.ask("sum of a?", frames=["df"]))
+    first.close()  # the kernel goes away
+    second = Session(config, frames, notebook="nb.ipynb")
+    list(second.ask("and the mean?", frames=["df"]))
+    messages = llm_env.chat_requests()[1].messages
+    assert messages[1] == {"role": "user", "content": "sum of a?"}
+    assert "result = df['a'].sum()" in messages[2]["content"]
+    assert second.transcript()[0]["question"] == "sum of a?"
+    other = Session(config, frames, notebook="other.ipynb")  # another notebook: fresh
+    assert other.transcript() == []
+
+
+def test_load_command_binds_a_frame_from_a_quoted_path(ip, llm_env, tmp_path) -> None:
+    from IPython.utils.capture import capture_output
+
+    path = tmp_path / "my sales.csv"
+    path.write_text("region;revenue\nNorth;1,5\nSouth;2\n", encoding="cp1252")
+    with capture_output() as cap:
+        ip.run_line_magic("dataagent", f'load "{path}"')
+    assert list(ip.user_ns["my_sales"].columns) == ["region", "revenue"]
+    assert "my_sales" in cap.outputs[0].data["text/html"]
+    with capture_output():
+        ip.run_line_magic("dataagent", f'load "{path}" --name my_sales')
+    assert "my_sales_2" in ip.user_ns  # never overwritten silently
+    with pytest.raises(errors.LoadError, match="nope.csv"):
+        ip.run_line_magic("dataagent", f"load {tmp_path / 'nope.csv'}")
+    llm_env.script(code_answer("result = len(my_sales)"))
+    ip.run_line_magic("ask", "how many rows?")
+    assert "### my_sales_2" in llm_env.chat_requests()[0].text

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The one test command (README.md, CI): installs everything the tests need from the
+# package registries, builds the labextension, and runs every suite. Fails if any part
+# cannot run; no suite is skipped for lack of a tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+step "python environment ($VENV)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q -U pip
+# -e builds the labextension too (hatch-jupyter-builder runs jlpm install + build)
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+export PATH="$PWD/$VENV/bin:$PATH"
+
+step "labextension is installed"
+jupyter labextension list 2>&1 | tee /dev/stderr | grep -q "dataagent-jupyter.*enabled.*OK"
+
+step "lint"
+ruff check .
+ruff format --check .
+
+step "TypeScript unit tests"
+(cd js && jlpm test)
+
+step "Python tests (kernels, sandbox, widget, browser)"
+DATAAGENT_REQUIRE_BROWSER=1 python -m pytest tests "$@"
+
+step "example notebooks (nbval, replayed transcripts, no key)"
+env -u OPENAI_API_KEY python -m pytest --nbval-lax -p no:randomly notebooks/
+
+step "benchmarks (quick run: they must still work)"
+for bench in benchmarks/bench_*.py; do python "$bench" --quick; done
+
+step "all suites passed"
