@@ -72,7 +72,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     """In CI (DATAAGENT_REQUIRE_BROWSER=1) a skipped browser test is a failure, not a pass."""
     outcome = yield
     report = outcome.get_result()
-    if (report.skipped and os.environ.get("DATAAGENT_REQUIRE_BROWSER")
-            and item.get_closest_marker("browser") is not None):
+    if (
+        report.skipped
+        and os.environ.get("DATAAGENT_REQUIRE_BROWSER")
+        and item.get_closest_marker("browser") is not None
+    ):
         report.outcome = "failed"
         report.longrepr = f"browser test was skipped but CI requires it: {report.longrepr}"
