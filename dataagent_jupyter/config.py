@@ -191,12 +191,15 @@ class DataAgent(Configurable):
         config=True
     )
     record = Unicode(
-        None, allow_none=True, help="Append every LLM exchange to this JSON Lines transcript."
+        None,
+        allow_none=True,
+        help="Append every LLM exchange to this JSON Lines transcript (default $DATAAGENT_RECORD).",
     ).tag(config=True)
     replay = Unicode(
         None,
         allow_none=True,
-        help="Answer every LLM request from this transcript: no endpoint, no key needed.",
+        help="Answer every LLM request from this transcript: no endpoint, no key needed "
+        "(default $DATAAGENT_REPLAY).",
     ).tag(config=True)
     prices = Dict(
         help="Price per million tokens, {model: [input, output]} in USD, for %dataagent stats."
@@ -211,6 +214,14 @@ class DataAgent(Configurable):
     @default("base_url")
     def _default_base_url(self) -> str | None:
         return os.environ.get("OPENAI_BASE_URL") or None
+
+    @default("record")
+    def _default_record(self) -> str | None:
+        return os.environ.get("DATAAGENT_RECORD") or None
+
+    @default("replay")
+    def _default_replay(self) -> str | None:
+        return os.environ.get("DATAAGENT_REPLAY") or None
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
