@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +90,14 @@ class Kernel:
         extra_args: list[str] | None = None,
         cwd: str | None = None,
     ) -> None:
-        self.km = KernelManager(kernel_name="python3", transport="ipc")
+        # ipc sockets and the connection file live in a private temp dir, not the cwd
+        self._dir = tempfile.mkdtemp(prefix="dataagent-test-kernel-")
+        self.km = KernelManager(
+            kernel_name="python3",
+            transport="ipc",
+            connection_file=os.path.join(self._dir, "kernel.json"),
+        )
+        self.km.ip = os.path.join(self._dir, "ipc")
         self.km.kernel_cmd = None  # use the kernelspec
         kernel_env = {**os.environ, **(env or {})}
         args = list(extra_args or [])
@@ -147,3 +156,4 @@ class Kernel:
     def shutdown(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+        shutil.rmtree(self._dir, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Sandbox speed: first output warm vs cold, frame transfer throughput, no resend.
+
+    .venv/bin/python benchmarks/bench_sandbox.py [--quick] [--repeat N]
+
+Prints tables; asserts nothing (timings belong here, not in tests). Targets from the
+design: warm first output under 100 ms and at least 5x faster than a cold start; at least
+1 GB/s end to end for a numeric 1 GB frame, shown beside a plain memory copy measured in
+the same run; a repeated question on an unchanged frame sends 0 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataagent_jupyter.config import DataAgent
+from dataagent_jupyter.sandbox import Sandbox
+
+MB = 1_000_000
+
+
+def first_output(box: Sandbox, code: str, frames: dict) -> float:
+    """Seconds from calling run() to the first Output (the rest is drained untimed)."""
+    started = time.perf_counter()
+    outputs = box.run(code, frames)
+    next(outputs)
+    elapsed = time.perf_counter() - started
+    for _ in outputs:
+        pass
+    return elapsed
+
+
+def wait_idle(box: Sandbox, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while box.status().state != "idle":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the warm child did not come up")
+        time.sleep(0.05)
+
+
+def numeric_frame(nbytes: int) -> pd.DataFrame:
+    columns = 8
+    rows = nbytes // (8 * columns)
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({f"c{i}": rng.random(rows) for i in range(columns)})
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+def bench_latency(outdir: str, repeat: int) -> None:
+    small = pd.DataFrame({"a": range(100), "b": [f"x{i}" for i in range(100)]})
+    code = "print(len(df))"
+
+    warm_box = Sandbox(DataAgent(output_dir=outdir))
+    warm_box.start_warm()
+    wait_idle(warm_box)
+    try:
+        warm_first = first_output(warm_box, code, {"df": small})  # includes sending df
+        warm = [first_output(warm_box, code, {"df": small}) for _ in range(repeat)]
+    finally:
+        warm_box.shutdown()
+
+    cold = []
+    for _ in range(max(3, repeat // 3)):
+        box = Sandbox(DataAgent(output_dir=outdir, warm_child=False))
+        try:
+            cold.append(first_output(box, code, {"df": small}))
+        finally:
+            box.shutdown()
+
+    warm_med, cold_med = statistics.median(warm), statistics.median(cold)
+    table(
+        "Time from run() to first output",
+        ["case", "median", "min", "max", "runs"],
+        [
+            ["warm child, frame sent", f"{warm_first * 1e3:.1f} ms", "", "", "1"],
+            [
+                "warm child, frame held",
+                f"{warm_med * 1e3:.1f} ms",
+                f"{min(warm) * 1e3:.1f} ms",
+                f"{max(warm) * 1e3:.1f} ms",
+                str(len(warm)),
+            ],
+            [
+                "cold kernel start",
+                f"{cold_med * 1e3:.0f} ms",
+                f"{min(cold) * 1e3:.0f} ms",
+                f"{max(cold) * 1e3:.0f} ms",
+                str(len(cold)),
+            ],
+        ],
+    )
+    print(f"warm is {cold_med / warm_med:.0f}x faster than cold (target: < 100 ms and >= 5x)")
+
+
+def memcpy_rate(frame: pd.DataFrame) -> float:
+    arrays = [frame[c].to_numpy() for c in frame.columns]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        copies = [a.copy() for a in arrays]
+        best = min(best, time.perf_counter() - started)
+        del copies
+    return sum(a.nbytes for a in arrays) / best
+
+
+def bench_transfer(outdir: str, sizes: list[int], repeat: int) -> None:
+    box = Sandbox(DataAgent(output_dir=outdir, memory_limit="80%"))
+    box.start_warm()
+    wait_idle(box)
+    rows = []
+    try:
+        baseline = statistics.median(
+            _timed_run(box, "pass", {}) for _ in range(5)
+        )  # a run that sends nothing: execute round trips only
+        for size in sizes:
+            frame = numeric_frame(size)
+            nbytes = int(frame.memory_usage(index=False).sum())
+            times, sent = [], []
+            for i in range(repeat):
+                frame.iloc[0, 0] = float(i)  # a new version: it must travel again
+                before = box.bytes_sent()
+                times.append(_timed_run(box, "pass", {"big": frame}) - baseline)
+                sent.append(box.bytes_sent() - before)
+            best = min(times)
+            # the same frame again, unchanged: nothing may travel
+            before = box.bytes_sent()
+            _timed_run(box, "pass", {"big": frame})
+            resent = box.bytes_sent() - before
+            rows.append(
+                [
+                    f"{nbytes / MB:,.0f} MB",
+                    f"{best * 1e3:,.1f} ms",
+                    f"{nbytes / best / 1e9:.2f} GB/s",
+                    f"{memcpy_rate(frame) / 1e9:.2f} GB/s",
+                    f"{sent[-1]:,}",
+                    f"{resent:,}",
+                ]
+            )
+            list(box.run("del big", {}))
+            del frame
+        fetch_frame = numeric_frame(100 * MB)
+        list(box.run("result = big.copy()", {"big": fetch_frame}))
+        started = time.perf_counter()
+        back = box.fetch()
+        fetch_time = time.perf_counter() - started
+        assert back.shape == fetch_frame.shape
+    finally:
+        box.shutdown()
+    table(
+        "Frame transfer into the child (parent write + child load; best of "
+        f"{repeat}, minus an empty run)",
+        ["frame", "time", "throughput", "numpy memcpy", "bytes sent", "bytes sent again"],
+        rows,
+    )
+    print(
+        f"fetch of a 100 MB result back into the parent: {fetch_time * 1e3:.0f} ms "
+        f"({100 * MB / fetch_time / 1e9:.2f} GB/s, validated Arrow)"
+    )
+
+
+def _timed_run(box: Sandbox, code: str, frames: dict) -> float:
+    started = time.perf_counter()
+    for _ in box.run(code, frames):
+        pass
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 1 GB frame")
+    parser.add_argument("--repeat", type=int, default=10, help="warm runs to time")
+    args = parser.parse_args()
+    sizes = [10 * MB, 100 * MB] + ([] if args.quick else [1000 * MB])
+    with tempfile.TemporaryDirectory() as outdir:
+        bench_latency(outdir, args.repeat)
+        bench_transfer(outdir, sizes, repeat=3)
+
+
+if __name__ == "__main__":
+    main()

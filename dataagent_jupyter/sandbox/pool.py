@@ -1,0 +1,518 @@
+"""Lifecycle of child kernels: start one (warm, in the background), replace it, stop it.
+
+Talking to a child (running code, reading its outputs) is :mod:`.executor`'s job; this
+module only owns processes and folders, as jupyter_client separates ``KernelManager``
+from ``KernelClient``.
+
+Each child gets a private folder (mode 0700) holding its connection file and IPC sockets
+(``conn/``), its working directory (``work/``, also its ``HOME``, ``TMPDIR`` and
+``MPLCONFIGDIR``) and a disk transfer folder; frames travel through a second transfer
+folder in ``/dev/shm`` where that exists. The child is started through :mod:`.launcher`
+with a policy listing exactly these folders plus the Python installation.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import json
+import logging
+import os
+import shutil
+import site
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from ..errors import SandboxError
+from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
+from .transfer import FrameTracker
+
+log = logging.getLogger("dataagent_jupyter.sandbox")
+
+_HERE = Path(__file__).resolve().parent
+_LAUNCHER = _HERE / "launcher.py"
+_TRANSFER = _HERE / "transfer.py"
+_KERNEL_NAME = "dataagent-sandbox"
+_START_TIMEOUT = 60.0
+
+# Ready-made in every child, so the first answer pays no import.
+_WARM_UP = """\
+import numpy as np
+import pandas as pd
+import matplotlib
+import matplotlib.pyplot as plt
+"""
+_REPORT = "__import__('_dataagent_sandbox').report()"
+# Run inside the kernel once its own sockets exist (see launcher.seal).
+_SEAL = "__import__('_dataagent_sandbox').seal(network={network})\n"
+
+# Read-only system paths that the dynamic loader, numpy, pyarrow's allocator, pandas (time
+# zones), getpass and matplotlib need; found by running the warm-up, a tz-aware frame and
+# a plot under strace. Missing ones are skipped. /usr/share/fonts is left out on purpose:
+# matplotlib ships its own fonts, and scanning the system's would rebuild a font cache in
+# every child.
+_SYSTEM_READ = (
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib",
+    "/lib64",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/sys/devices/system/cpu",
+    "/sys/kernel/mm/transparent_hugepage",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/sys/vm/overcommit_memory",
+)
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full")
+
+
+class _OneSpec(KernelSpecManager):
+    """A kernel-spec manager that knows only the sandbox spec it was given (no files)."""
+
+    def __init__(self, spec: KernelSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._spec = spec
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return self._spec
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        return {}
+
+
+def python_paths() -> list[str]:
+    """Folders of the running Python installation (what the child must be able to read)."""
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    paths.update(site.getsitepackages())
+    user_site = site.getusersitepackages()
+    if site.ENABLE_USER_SITE and user_site and os.path.isdir(user_site):
+        paths.add(user_site)
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            paths.add(path)
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    return sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
+
+
+def _shm_dir() -> str | None:
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
+
+
+@dataclass(eq=False)
+class Child:
+    """One running child kernel and its private folders."""
+
+    km: KernelManager
+    client: Any  # BlockingKernelClient
+    root: Path
+    work_dir: Path
+    transfer_dirs: tuple[Path, ...]  # fastest first
+    log_path: Path
+    pid: int
+    limits: Limits
+    protections: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    tracker: FrameTracker = field(default_factory=FrameTracker)
+    closed: bool = False
+
+    def is_alive(self) -> bool:
+        """Is the process still there? (a cheap ``waitpid``; safe to call often)."""
+        return not self.closed and self.km.is_alive()
+
+    def returncode(self) -> int | None:
+        """Exit status once dead (negative: killed by that signal)."""
+        process = getattr(self.km.provisioner, "process", None)
+        if process is None:
+            return None
+        return process.poll()
+
+    def usage(self) -> tuple[int | None, float | None]:
+        """(resident memory in bytes, CPU seconds used), or Nones when it cannot be read."""
+        try:
+            import psutil
+
+            proc = psutil.Process(self.pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                return proc.memory_info().rss, times.user + times.system
+        except Exception:
+            return None, None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the child's stdout/stderr, for start-up failures."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        """Kill the process and delete its folders (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.tracker.forget()
+        try:
+            self.client.stop_channels()
+        except Exception:
+            log.debug("stop_channels failed", exc_info=True)
+        try:
+            self.km.shutdown_kernel(now=True)
+        except Exception:
+            log.debug("shutdown_kernel failed", exc_info=True)
+        for path in (self.root, *self.transfer_dirs):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_OWNER = "owner.json"
+_ROOT_PREFIX = "dataagent-sandbox-"
+_swept = threading.Event()
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def sweep_stale() -> int:
+    """Delete folders left by children whose parent died without cleaning up.
+
+    A user's kernel that Jupyter kills (restart, "shut down now") runs no exit handlers;
+    its child follows it (ipykernel watches its parent) but the folders stay, including
+    the one in /dev/shm. Each root folder names its owner (pid and start time), so only
+    folders of processes that are gone are removed. Returns how many were removed.
+    """
+    removed = 0
+    for root in Path(tempfile.gettempdir()).glob(_ROOT_PREFIX + "*"):
+        try:
+            info = json.loads((root / _OWNER).read_text())
+            pid, started = int(info["pid"]), info.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge
+        now_started = _process_started(pid)
+        if now_started is not None and (started is None or abs(now_started - started) < 1):
+            continue  # the owner is alive
+        shm = Path(str(info.get("shm") or ""))
+        if shm.parent == Path("/dev/shm") and shm.name.startswith("dataagent-"):
+            shutil.rmtree(shm, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def start_child(config: Any, *, warm: bool = True) -> Child:
+    """Start a sandboxed child kernel and wait until it answers (blocking, ~1 s)."""
+    if not _swept.is_set():
+        _swept.set()
+        sweep_stale()
+    limits = limits_from_config(config)
+    root = Path(tempfile.mkdtemp(prefix=_ROOT_PREFIX))
+    conn_dir, work_dir, disk_xfer = root / "conn", root / "work", root / "transfer"
+    for path in (conn_dir, work_dir, disk_xfer, work_dir / "tmp", work_dir / ".mpl"):
+        path.mkdir(mode=0o700)
+    transfer_dirs = [disk_xfer]
+    shm = _shm_dir()
+    if shm:
+        transfer_dirs.insert(0, Path(tempfile.mkdtemp(prefix="dataagent-", dir=shm)))
+    owner = {
+        "pid": os.getpid(),
+        "started": _process_started(os.getpid()),
+        "shm": str(transfer_dirs[0]) if shm else None,
+    }
+    (root / _OWNER).write_text(json.dumps(owner))
+    connection_file = conn_dir / "kernel.json"
+    log_path = root / "kernel.log"
+
+    policy = {
+        "rlimits": rlimits(limits),
+        "read": [
+            *python_paths(),
+            *_SYSTEM_READ,
+            *(os.path.abspath(os.path.expanduser(p)) for p in config.sandbox_read_paths),
+            str(connection_file),
+        ],
+        "write": [str(work_dir)],
+        "transfer": [str(p) for p in transfer_dirs],
+        "sockets": [str(conn_dir)],
+        "devices": list(_DEVICES),
+        "network": bool(config.sandbox_network),
+        "netns": True,
+        "drop_caps": True,
+        "env_scrubbed": True,
+        "transfer_module": str(_TRANSFER),
+    }
+    argv = [
+        sys.executable,
+        # ipykernel binds a TCP pipe for forked subprocesses' output; Landlock refuses it,
+        # by design, and the warning would only clutter the log.
+        "-W",
+        "ignore:Couldn't bind IOPub Pipe:UserWarning",
+        str(_LAUNCHER),
+        json.dumps(policy),
+        "--",
+        "-f",
+        "{connection_file}",
+        "--HistoryManager.enabled=False",
+        "--IPKernelApp.quiet=True",
+    ]
+    spec = KernelSpec(
+        argv=argv,
+        display_name="Data Agent sandbox",
+        language="python",
+        interrupt_mode="signal",
+        env={},
+        metadata={},
+    )
+    km = KernelManager(
+        kernel_spec_manager=_OneSpec(spec),
+        kernel_name=_KERNEL_NAME,
+        transport="ipc",
+        connection_file=str(connection_file),
+    )
+    env = child_env(config, work_dir)
+    client = None
+    try:
+        with open(log_path, "wb") as log_file:
+            km.start_kernel(env=env, cwd=str(work_dir), stdout=log_file, stderr=log_file)
+        client = km.client()
+        client.start_channels()
+        child = Child(
+            km=km,
+            client=client,
+            root=root,
+            work_dir=work_dir,
+            transfer_dirs=tuple(transfer_dirs),
+            log_path=log_path,
+            pid=km.provisioner.pid,
+            limits=limits,
+        )
+        try:
+            client.wait_for_ready(timeout=_START_TIMEOUT)
+            setup = _SEAL.format(network=bool(config.sandbox_network))
+            report = execute_quietly(child, setup + (_WARM_UP if warm else ""), {"report": _REPORT})
+        except Exception as exc:
+            tail = child.log_tail()
+            child.close()
+            raise _start_error(tail, limits) from exc
+        child.protections, child.problems = _parse_report(report)
+        return child
+    except BaseException:
+        if client is None:
+            try:
+                km.shutdown_kernel(now=True)
+            except Exception:
+                pass
+            for path in (root, *transfer_dirs):
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _start_error(log_tail: str, limits: Limits) -> SandboxError:
+    """One clear sentence from a failed start (the log's last line says why)."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if "MemoryError" in log_tail:
+        return SandboxError(
+            f"The analysis kernel could not start within its memory limit "
+            f"({format_bytes(limits.memory)}).",
+            hint="Raise DataAgent.memory_limit (a Python kernel with pandas needs about 1 GiB).",
+        )
+    return SandboxError(
+        "The analysis kernel could not start." + (f" It said: {last}" if last else ""),
+        hint="Check that ipykernel, pandas and matplotlib are installed in this Python, or "
+        "list folders it needs in DataAgent.sandbox_read_paths.",
+    )
+
+
+def child_env(config: Any, work_dir: Path) -> dict[str, str]:
+    """The child's environment: the user's, scrubbed of secrets, pointed at its work folder."""
+    env = scrub_env(os.environ, secrets=[config.resolved_api_key()])
+    for name in list(env):
+        if name.startswith(("JUPYTER_", "IPYTHON", "MPL", "PYTHONSTARTUP", "XDG_")):
+            del env[name]
+    tmp = str(work_dir / "tmp")
+    env.update(
+        HOME=str(work_dir),
+        TMPDIR=tmp,
+        TMP=tmp,
+        TEMP=tmp,
+        MPLCONFIGDIR=str(work_dir / ".mpl"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+        IPYTHONDIR=str(work_dir / ".ipython"),
+        JUPYTER_CONFIG_DIR=str(work_dir / ".jupyter"),
+        JUPYTER_DATA_DIR=str(work_dir / ".local" / "share" / "jupyter"),
+        JUPYTER_RUNTIME_DIR=str(work_dir / ".local" / "share" / "jupyter" / "runtime"),
+        XDG_CACHE_HOME=str(work_dir / ".cache"),
+        XDG_CONFIG_HOME=str(work_dir / ".config"),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUSERBASE=site.getuserbase() or "",
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+    )
+    # glibc reserves 64 MiB of address space per thread arena; with a dozen kernel threads
+    # that alone would eat ~0.7 GiB of an address-space (RLIMIT_AS) memory limit.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
+def execute_quietly(
+    child: Child, code: str, expressions: dict[str, str], timeout: float = _START_TIMEOUT
+) -> dict[str, Any]:
+    """Run set-up code silently; return its user_expressions (raise if it failed)."""
+    msg_id = child.client.execute(
+        code, silent=True, store_history=False, user_expressions=expressions, allow_stdin=False
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the kernel did not answer in time")
+        try:
+            reply = child.client.get_shell_msg(timeout=min(remaining, 0.5))
+        except Exception:  # queue.Empty
+            if not child.is_alive():
+                raise RuntimeError("the analysis kernel died") from None
+            continue
+        if reply["parent_header"].get("msg_id") != msg_id:
+            continue
+        content = reply["content"]
+        if content.get("status") != "ok":
+            raise RuntimeError(f"{content.get('ename')}: {content.get('evalue')}")
+        return content.get("user_expressions", {})
+
+
+def _parse_report(expressions: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    result = expressions.get("report", {})
+    if result.get("status") != "ok":
+        return (), ("the kernel did not report its protections",)
+    text = result.get("data", {}).get("text/plain", "")
+    report = json.loads(ast.literal_eval(text))
+    return tuple(report.get("protections", ())), tuple(report.get("problems", ()))
+
+
+class ChildPool:
+    """Keeps one child per session: started early in the background, replaced on death."""
+
+    def __init__(self, config: Any) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._child: Child | None = None
+        self._future: concurrent.futures.Future[Child] | None = None
+        self._closed = False
+
+    @property
+    def child(self) -> Child | None:
+        """The current child, if one is running (it may be dead: check ``is_alive``)."""
+        return self._child
+
+    @property
+    def starting(self) -> bool:
+        """True while a child is being started in the background."""
+        future = self._future
+        return future is not None and not future.done()
+
+    def start_background(self) -> None:
+        """Start a child in a background thread unless one is running or starting."""
+        with self._lock:
+            if self._closed or self._future is not None or self._child is not None:
+                return
+            future: concurrent.futures.Future[Child] = concurrent.futures.Future()
+            self._future = future
+        thread = threading.Thread(
+            target=self._start_into, args=(future,), name="dataagent-sandbox-start", daemon=True
+        )
+        thread.start()
+
+    def _start_into(self, future: concurrent.futures.Future[Child]) -> None:
+        try:
+            child = start_child(self._config)
+        except BaseException as exc:
+            with self._lock:
+                if self._future is future:
+                    self._future = None
+            future.set_exception(exc)
+            return
+        with self._lock:
+            if self._closed or self._future is not future:
+                stale = True
+            else:
+                stale = False
+                self._child, self._future = child, None
+        if stale:
+            child.close()
+        future.set_result(child)
+
+    def get(self) -> Child:
+        """A live, ready child: the current one, the one being started, or a new one."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise SandboxError(
+                        "The analysis sandbox was shut down.",
+                        hint="Run %dataagent restart to start a new one.",
+                    )
+                child, future = self._child, self._future
+            if child is not None:
+                if child.is_alive():
+                    return child
+                self.discard(child)
+                continue
+            if future is None:
+                self.start_background()
+                continue
+            try:
+                future.result(timeout=_START_TIMEOUT * 2)
+            except concurrent.futures.TimeoutError:
+                raise SandboxError("The analysis kernel took too long to start.") from None
+            # loop: the started child is now current (unless a restart made it stale)
+
+    def discard(self, child: Child, *, replace: bool = True) -> None:
+        """Close ``child`` (dead, hung or broken) and, by default, start its replacement."""
+        with self._lock:
+            if self._child is child:
+                self._child = None
+        child.close()
+        if replace:
+            self.start_background()
+
+    def restart(self) -> None:
+        """Throw the current child away and start a fresh one in the background."""
+        with self._lock:
+            child, self._child = self._child, None
+            self._future = None  # a start in flight is now stale and closes itself
+        if child is not None:
+            child.close()
+        self.start_background()
+
+    def shutdown(self) -> None:
+        """Stop everything; idempotent."""
+        with self._lock:
+            self._closed = True
+            child, self._child = self._child, None
+            self._future = None
+        if child is not None:
+            child.close()

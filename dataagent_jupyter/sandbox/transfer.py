@@ -1,0 +1,797 @@
+"""Moving values between the user's kernel and the child kernel, by copy, through files.
+
+Both kernels load this same module: the parent imports it as part of the package, the
+child's launcher loads it from its file (as ``_dataagent_transfer``) before Landlock hides
+the package folder. Its top level imports the standard library only.
+
+**Parent → child (frames):** the parent is trusted, so the format is pickle protocol 5
+with the column buffers *out of band*: one file holds a small pickle stream followed by
+the raw, 64-byte-aligned buffers. The child maps the file copy-on-write
+(``MAP_PRIVATE``), unlinks it and unpickles with the buffers pointing into the mapping,
+so numeric columns are not copied a second time and stay writable; the memory goes back
+to the system when the frame is dropped. Pickle is pandas' own exact serialization, so
+every dtype survives (categoricals, tz-aware datetimes, nullable ints, MultiIndex on
+either axis, object columns holding anything picklable, ``attrs``). Measured on the
+development machine (2 cores, /dev/shm) for a 1 GB float frame: in-band pickle 0.32 GB/s
+end to end, Arrow IPC (written, then read and converted) 0.9 GB/s, Arrow read zero-copy
+from a mapping is instant but gives read-only arrays that pandas 3 refuses to write to;
+out-of-band pickle plus a private mapping 2.5 GB/s, bounded by tmpfs page allocation.
+
+**Child → parent (``fetch``):** the child runs model-written code, so what it writes is
+untrusted and is never unpickled. A DataFrame/Series/Index/ndarray travels as an Arrow
+IPC file that the parent validates fully before converting; the file's own recipe (schema
+metadata, JSON) restores the index, the column labels and the dtypes through public
+pandas constructors. Object columns, and the few dtypes Arrow cannot hold, travel as
+tagged JSON per cell (numbers, strings, containers, dates, decimals...); other Python
+values use the same tagged JSON. Anything else is refused with a message naming its type.
+Time-zone names are checked first, because pandas resolves ``dateutil/<path>`` by opening
+that path.
+
+**Fingerprints:** see :class:`FrameTracker`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import json
+import math
+import mmap
+import os
+import pickle
+import re
+import stat
+import struct
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FrameTracker",
+    "TransferError",
+    "export_value",
+    "import_value",
+    "receive",
+    "send_back",
+    "write_pickled",
+]
+
+_MAGIC = b"DAXFER1\0"
+_ALIGN = 64
+_CHUNK = 1 << 30  # one write() moves at most ~2 GiB on Linux; stay well below
+_MAP_THRESHOLD = 1 << 20  # smaller files are simply read
+
+
+class TransferError(Exception):
+    """A value could not be copied across; the message is written for the notebook user."""
+
+
+# --- parent → child: pickle 5 with out-of-band buffers ---------------------------------------
+
+
+def _create_exclusive(path: str) -> int:
+    # O_EXCL + O_NOFOLLOW: never write through something planted at the path.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(path, flags, 0o600)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    offset = 0
+    while offset < len(view):
+        offset += os.write(fd, view[offset : offset + _CHUNK])
+
+
+def write_pickled(obj: Any, path: str) -> int:
+    """Write ``obj`` as a pickle stream plus aligned raw buffers; return the file's size."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = []
+    for buf in buffers:
+        try:
+            raws.append(buf.raw())
+        except BufferError:  # not contiguous: copy it (pickle rarely hands us these)
+            raws.append(memoryview(bytes(buf)))
+    lengths = [len(stream), *(raw.nbytes for raw in raws)]
+    header = _MAGIC + struct.pack(f"<Q{len(lengths)}Q", len(lengths), *lengths)
+    fd = _create_exclusive(path)
+    try:
+        _write_all(fd, memoryview(header))
+        _write_all(fd, memoryview(stream))
+        pos = len(header) + len(stream)
+        for raw in raws:
+            pad = -pos % _ALIGN
+            if pad:
+                os.write(fd, b"\0" * pad)
+            _write_all(fd, raw)
+            pos += pad + raw.nbytes
+    finally:
+        os.close(fd)
+    return pos
+
+
+def read_pickled(path: str) -> Any:
+    """Load a file written by :func:`write_pickled` and delete it (child side).
+
+    Large files are mapped copy-on-write, so the unpickled arrays live in the file's pages
+    and stay writable without touching the file; the mapping outlives the unlink.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size >= _MAP_THRESHOLD:
+            data: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        else:
+            data = bytearray(size)
+            fh.readinto(data)
+    os.unlink(path)
+    view = memoryview(data)
+    if bytes(view[:8]) != _MAGIC:
+        raise TransferError("a frame file was damaged on its way to the analysis kernel")
+    (count,) = struct.unpack_from("<Q", view, 8)
+    lengths = struct.unpack_from(f"<{count}Q", view, 16)
+    pos = 16 + 8 * count
+    stream = view[pos : pos + lengths[0]]
+    pos += lengths[0]
+    buffers = []
+    for length in lengths[1:]:
+        pos += -pos % _ALIGN
+        buffers.append(view[pos : pos + length])
+        pos += length
+    return pickle.loads(stream, buffers=buffers)
+
+
+#: Child side: every frame as it arrived from the parent, by name.
+_PRISTINE: dict[str, Any] = {}
+
+
+def receive(
+    namespace: dict[str, Any],
+    files: Mapping[str, str],
+    *,
+    keep: tuple[str, ...] = (),
+    forget: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+) -> None:
+    """Child side of a run's prelude: bind the user's frames afresh, forget stale names.
+
+    ``files`` are frames that changed (or are new); ``keep`` are frames the child already
+    holds. Either way the name is bound to a fresh shallow copy of the frame *as the
+    parent sent it*, so a previous answer that edited or rebound ``df`` in the child does
+    not leak into the next question, and no bytes travel for it (with copy-on-write the
+    copy costs nothing until the code writes to it). ``forget`` releases frames the parent
+    no longer tracks.
+    """
+    for name in drop:
+        namespace.pop(name, None)
+    for name in forget:
+        _PRISTINE.pop(name, None)
+    for name, path in files.items():
+        _PRISTINE[name] = read_pickled(path)
+    for name in (*files, *keep):
+        if name not in _PRISTINE:
+            raise LookupError(f"frame {name!r} is not held by this kernel")
+        namespace[name] = _PRISTINE[name].copy(deep=not _copy_on_write())
+
+
+# --- child → parent: Arrow IPC + tagged JSON, never pickle ------------------------------------
+
+_RECIPE_KEY = b"dataagent"
+_DATEUTIL = re.compile(r"dateutil|pytz/|^/|\.\.")
+_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
+
+
+class _Unsupported(TransferError):
+    pass
+
+
+def _check_tz(name: str) -> Any:
+    """A tz for pandas from a name the child sent: a zone key, an offset or UTC only.
+
+    pandas resolves ``dateutil/<path>`` by opening ``<path>``: a child could make the
+    parent open any file (a FIFO would hang it), so names are checked, never passed on raw.
+    """
+    if not isinstance(name, str) or _DATEUTIL.search(name):
+        raise TransferError(f"refused a time zone named {name!r} from the analysis kernel")
+    if name.upper() in ("UTC", "Z"):
+        return "UTC"
+    offset = _OFFSET.match(name)
+    if offset:
+        sign = -1 if offset.group(1) == "-" else 1
+        delta = _dt.timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3)))
+        return _dt.timezone(sign * delta)
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        raise TransferError(f"unknown time zone {name!r} from the analysis kernel") from exc
+    return name
+
+
+def _tz_name(tz: Any) -> str | None:
+    if tz is None:
+        return None
+    key = getattr(tz, "key", None) or getattr(tz, "zone", None)
+    if key:
+        return str(key)
+    if isinstance(tz, _dt.timezone):
+        offset = tz.utcoffset(None)
+        if offset == _dt.timedelta(0):
+            return "UTC"
+        minutes = int(offset.total_seconds() // 60)
+        sign = "+" if minutes >= 0 else "-"
+        return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    raise _Unsupported(f"a time zone of type {type(tz).__name__}")
+
+
+def _encode(value: Any) -> Any:
+    """A JSON-ready form of ``value``; containers and special types are tagged ``{"$": ...}``."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and not isinstance(value, np.integer):
+        return value
+    if isinstance(value, float) and not isinstance(value, np.floating):
+        return value if math.isfinite(value) else {"$": "float", "v": repr(value)}
+    if value is pd.NaT:
+        return {"$": "NaT"}
+    if value is pd.NA:
+        return {"$": "NA"}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, tuple):
+        return {"$": "tuple", "v": [_encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"$": "dict", "v": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if isinstance(value, set | frozenset):
+        return {"$": type(value).__name__, "v": [_encode(v) for v in value]}
+    if isinstance(value, bytes | bytearray):
+        return {"$": type(value).__name__, "v": base64.b64encode(value).decode()}
+    if isinstance(value, complex):
+        return {"$": "complex", "v": [repr(value.real), repr(value.imag)]}
+    if isinstance(value, decimal.Decimal):
+        return {"$": "decimal", "v": str(value)}
+    if isinstance(value, uuid.UUID):
+        return {"$": "uuid", "v": str(value)}
+    if isinstance(value, pd.Timestamp):
+        return {
+            "$": "timestamp",
+            "v": int(value.value),
+            "unit": value.unit,
+            "tz": _tz_name(value.tzinfo),
+        }
+    if isinstance(value, pd.Timedelta):
+        return {"$": "timedelta64", "v": int(value.value), "unit": value.unit}
+    if isinstance(value, _dt.datetime):
+        return {
+            "$": "datetime",
+            "v": value.replace(tzinfo=None).isoformat(),
+            "tz": _tz_name(value.tzinfo),
+        }
+    if isinstance(value, _dt.date):
+        return {"$": "date", "v": value.isoformat()}
+    if isinstance(value, _dt.time):
+        return {"$": "time", "v": value.isoformat()}
+    if isinstance(value, _dt.timedelta):
+        return {"$": "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, np.generic):
+        dtype = value.dtype
+        if dtype.kind in "biuf":
+            return {"$": "np", "dtype": dtype.str, "v": _encode(value.item())}
+        if dtype.kind in "mM":
+            return {"$": "np", "dtype": dtype.str, "v": int(value.view("i8"))}
+        if dtype.kind in "U":
+            return str(value)
+        if dtype.kind == "c":
+            return {"$": "np", "dtype": dtype.str, "v": _encode(complex(value))}
+    raise _Unsupported(f"an object of type {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _decode(data: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(data, list):
+        return [_decode(v) for v in data]
+    if not isinstance(data, dict):
+        return data
+    tag, v = data.get("$"), data.get("v")
+    if tag == "float":
+        return float(v)
+    if tag == "NaT":
+        return pd.NaT
+    if tag == "NA":
+        return pd.NA
+    if tag == "tuple":
+        return tuple(_decode(x) for x in v)
+    if tag == "dict":
+        return {_decode(k): _decode(x) for k, x in v}
+    if tag == "set":
+        return {_decode(x) for x in v}
+    if tag == "frozenset":
+        return frozenset(_decode(x) for x in v)
+    if tag == "bytes":
+        return base64.b64decode(v)
+    if tag == "bytearray":
+        return bytearray(base64.b64decode(v))
+    if tag == "complex":
+        return complex(float(v[0]), float(v[1]))
+    if tag == "decimal":
+        return decimal.Decimal(v)
+    if tag == "uuid":
+        return uuid.UUID(v)
+    if tag == "timestamp":
+        tz = data.get("tz")
+        stamp = pd.Timestamp(int(v), unit="ns", tz=_check_tz(tz) if tz else None)
+        return stamp.as_unit(_unit(data["unit"]))
+    if tag == "timedelta64":
+        return pd.Timedelta(int(v), unit="ns").as_unit(_unit(data["unit"]))
+    if tag == "datetime":
+        tz = data.get("tz")
+        value = _dt.datetime.fromisoformat(v)
+        return pd.Timestamp(value).tz_localize(_check_tz(tz)).to_pydatetime() if tz else value
+    if tag == "date":
+        return _dt.date.fromisoformat(v)
+    if tag == "time":
+        return _dt.time.fromisoformat(v)
+    if tag == "timedelta":
+        return _dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+    if tag == "np":
+        dtype = np.dtype(_numpy_dtype(data["dtype"]))
+        if dtype.kind in "mM":
+            return np.int64(v).view(dtype)
+        return dtype.type(_decode(v))
+    raise TransferError(f"unknown value tag {tag!r} from the analysis kernel")
+
+
+def _unit(unit: str) -> str:
+    if unit not in ("s", "ms", "us", "ns"):
+        raise TransferError(f"unknown time unit {unit!r} from the analysis kernel")
+    return unit
+
+
+def _numpy_dtype(text: str) -> str:
+    if not re.fullmatch(r"[<>|=]?[biufcmM]\d{0,2}(\[\w+\])?", str(text)):
+        raise TransferError(f"refused the dtype {text!r} from the analysis kernel")
+    return text
+
+
+def _dtype_text(dtype: Any) -> Any:
+    """The dtype as the recipe states it: its name, or for categoricals the full categories."""
+    import pandas as pd
+
+    if isinstance(dtype, pd.CategoricalDtype):
+        return {"categories": _axis_recipe(dtype.categories), "ordered": bool(dtype.ordered)}
+    if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+        return f"string[{dtype.storage}]"
+    return str(dtype)
+
+
+def _restore_dtype(text: Any) -> Any:
+    """``pandas_dtype`` for a dtype name from the child, after refusing file-opening names."""
+    import pandas as pd
+
+    if isinstance(text, dict):
+        return pd.CategoricalDtype(_rebuild_axis(text["categories"]), ordered=bool(text["ordered"]))
+    if not isinstance(text, str) or _DATEUTIL.search(text):
+        raise TransferError(f"refused the dtype {text!r} from the analysis kernel")
+    # Any time zone inside (also "timestamp[us, tz=...][pyarrow]") must be a real zone.
+    for token in re.findall(r"tz=([^,\]\s]+)", text) + re.findall(r"[\w+\-.]*/[\w+\-./]*", text):
+        _check_tz(token)
+    match = re.fullmatch(r"datetime64\[(\w+), (.+)\]", text)
+    if match:
+        return pd.DatetimeTZDtype(unit=_unit(match.group(1)), tz=_check_tz(match.group(2)))
+    return pd.api.types.pandas_dtype(text)
+
+
+def _column_payload(series: Any) -> tuple[Any, str]:
+    """(values Arrow can take, how to read them back) for one column or index level."""
+    import pyarrow as pa
+
+    if series.dtype == object:
+        return [json.dumps(_encode(v), allow_nan=True) for v in series], "json"
+    try:
+        pa.Array.from_pandas(series.iloc[:0])
+        return series, "arrow"
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
+        return [json.dumps(_encode(v), allow_nan=True) for v in series.astype(object)], "json"
+
+
+def _axis_recipe(index: Any) -> dict[str, Any]:
+    """Column labels (small): plain tagged JSON plus the dtype to rebuild them with."""
+    import pandas as pd
+
+    if isinstance(index, pd.MultiIndex):
+        return {"multi": True, "values": _encode(list(index)), "names": _encode(list(index.names))}
+    if isinstance(index, pd.RangeIndex):
+        return {"range": [index.start, index.stop, index.step], "name": _encode(index.name)}
+    return {
+        "values": _encode(index.astype(object).tolist()),
+        "name": _encode(index.name),
+        "dtype": _dtype_text(index.dtype),
+    }
+
+
+def _rebuild_axis(recipe: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    if "range" in recipe:
+        start, stop, step = (int(x) for x in recipe["range"])
+        return pd.RangeIndex(start, stop, step, name=_decode(recipe["name"]))
+    if recipe.get("multi"):
+        tuples = _decode(recipe["values"])
+        return pd.MultiIndex.from_tuples(tuples, names=_decode(recipe["names"]))
+    values = _decode(recipe["values"])
+    index = pd.Index(values, dtype=object, name=_decode(recipe["name"]))
+    return _astype(index, recipe.get("dtype", "object"))
+
+
+def _astype(values: Any, dtype_text: Any) -> Any:
+    if dtype_text == "object":
+        return values.astype(object)
+    try:
+        return values.astype(_restore_dtype(dtype_text))
+    except TransferError:
+        raise
+    except Exception:
+        return values  # keep what came; the data is intact, only the dtype differs
+
+
+def export_value(value: Any, path: str) -> int:
+    """Write ``value`` for the parent (child side); returns the size. Raises TransferError."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    recipe: dict[str, Any]
+    arrays: dict[str, Any] = {}
+    if isinstance(value, pd.DataFrame | pd.Series | pd.Index):
+        kind = (
+            "frame"
+            if isinstance(value, pd.DataFrame)
+            else "series"
+            if isinstance(value, pd.Series)
+            else "index"
+        )
+        frame = (
+            value
+            if kind == "frame"
+            else value.to_frame(name=0)
+            if kind == "series"
+            else pd.DataFrame(index=value)
+        )
+        recipe = {"kind": kind, "fields": []}
+        index = frame.index
+        if isinstance(index, pd.RangeIndex):
+            recipe["index"] = _axis_recipe(index)
+        else:
+            levels = [index.get_level_values(i) for i in range(index.nlevels)]
+            recipe["index"] = {"levels": len(levels), "names": _encode(list(index.names))}
+            freq = getattr(index, "freqstr", None)  # DatetimeIndex/TimedeltaIndex keep it
+            if freq and not isinstance(index, pd.PeriodIndex):
+                recipe["index"]["freq"] = freq
+            for i, level in enumerate(levels):
+                payload, how = _column_payload(pd.Series(level, copy=False))
+                arrays[f"i{i}"] = payload
+                recipe["fields"].append([f"i{i}", how, _dtype_text(level.dtype)])
+        recipe["columns"] = _axis_recipe(frame.columns)
+        for j in range(frame.shape[1]):
+            column = frame.iloc[:, j]
+            payload, how = _column_payload(column)
+            arrays[f"c{j}"] = payload
+            recipe["fields"].append([f"c{j}", how, _dtype_text(column.dtype)])
+        if kind == "series":
+            recipe["name"] = _encode(value.name)
+        flat = pd.DataFrame(
+            {
+                k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                for k, v in arrays.items()
+            },
+            index=pd.RangeIndex(len(frame)),
+        )
+        table = pa.Table.from_pandas(flat, preserve_index=False)
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "biufmM":
+        recipe = {"kind": "ndarray", "shape": list(value.shape), "dtype": value.dtype.str}
+        table = pa.table({"v": pa.array(np.ascontiguousarray(value).reshape(-1))})
+    else:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        recipe = {"kind": "value", "value": _encode(value)}
+        table = pa.table({})
+    recipe["rows"] = table.num_rows
+    meta = dict(table.schema.metadata or {})
+    meta[_RECIPE_KEY] = json.dumps(recipe, allow_nan=True).encode()
+    table = table.replace_schema_metadata(meta)
+    fd = _create_exclusive(path)
+    with os.fdopen(fd, "wb") as fh, pa.ipc.new_file(fh, table.schema) as writer:
+        writer.write_table(table)
+    return os.path.getsize(path)
+
+
+def send_back(namespace: Mapping[str, Any], name: str, path: str) -> str:
+    """Child side of ``fetch``: export ``namespace[name]``; a JSON status for the parent."""
+    if name not in namespace:
+        return json.dumps({"ok": False, "missing": True})
+    try:
+        size = export_value(namespace[name], path)
+    except TransferError as exc:
+        return json.dumps({"ok": False, "error": str(exc)})
+    except OSError as exc:
+        return json.dumps({"ok": False, "error": f"could not write it: {exc.strerror}"})
+    return json.dumps({"ok": True, "bytes": size})
+
+
+def _read_untrusted(path: str, max_bytes: int) -> bytearray:
+    # Read into private memory (never map it: the child could still change the file), and
+    # never block on a FIFO or follow a link it planted.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TransferError("the analysis kernel left something that is not a file")
+        if info.st_size > max_bytes:
+            raise TransferError(f"the value is larger ({info.st_size:,} bytes) than allowed")
+        data = bytearray(info.st_size)
+        view, got = memoryview(data), 0
+        while got < info.st_size:
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                break
+            got += n
+        return data[:got] if got < info.st_size else data
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def import_value(path: str, *, max_bytes: int = 1 << 40) -> Any:
+    """Parent side of ``fetch``: validate and rebuild what :func:`export_value` wrote."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    data = _read_untrusted(path, max_bytes)
+    try:
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        table.validate(full=True)
+        recipe = json.loads(table.schema.metadata[_RECIPE_KEY])
+    except (pa.ArrowException, KeyError, TypeError, ValueError) as exc:
+        raise TransferError("the analysis kernel sent back an unreadable value") from exc
+    for field in table.schema:
+        _check_arrow_type(field.type)
+    kind = recipe.get("kind")
+    if kind == "value":
+        return _decode(recipe["value"])
+    if kind == "ndarray":
+        dtype = np.dtype(_numpy_dtype(recipe["dtype"]))
+        shape = tuple(int(x) for x in recipe["shape"])
+        flat = table.column("v").to_numpy(zero_copy_only=False)
+        return np.array(flat, dtype=dtype).reshape(shape)
+    if kind not in ("frame", "series", "index"):
+        raise TransferError("the analysis kernel sent back an unknown kind of value")
+    table = table.replace_schema_metadata(None)  # our recipe restores dtypes, not pandas'
+    columns: dict[str, Any] = {}
+    for name, how, dtype_text in recipe["fields"]:
+        chunked = table.column(name)
+        if how == "json":
+            values = [_decode(json.loads(x)) for x in chunked.to_pylist()]
+            series = _astype(pd.Series(values, dtype=object), dtype_text)
+        else:
+            series = _from_arrow(chunked, dtype_text)
+        columns[name] = series
+    nrows = int(recipe["rows"])
+    idx_recipe = recipe["index"]
+    if "levels" in idx_recipe:
+        levels = [pd.Index(columns[f"i{i}"]) for i in range(int(idx_recipe["levels"]))]
+        names = _decode(idx_recipe["names"])
+        index = (
+            pd.MultiIndex.from_arrays(levels, names=names)
+            if len(levels) > 1
+            else levels[0].rename(names[0])
+        )
+        if idx_recipe.get("freq"):
+            index = _with_freq(index, str(idx_recipe["freq"]))
+    else:
+        index = _rebuild_axis(idx_recipe)
+    if kind == "index":
+        return index
+    data_cols = [
+        columns[f"c{j}"] for j in range(len([f for f in recipe["fields"] if f[0].startswith("c")]))
+    ]
+    frame = (
+        pd.concat(data_cols, axis=1, ignore_index=True)
+        if data_cols
+        else pd.DataFrame(index=pd.RangeIndex(nrows))
+    )
+    frame.index = index
+    frame.columns = _rebuild_axis(recipe["columns"])
+    if kind == "series":
+        series = frame.iloc[:, 0]
+        series.name = _decode(recipe.get("name"))
+        return series
+    return frame
+
+
+def _with_freq(index: Any, freq: str) -> Any:
+    import pandas as pd
+
+    try:
+        return type(index)(index, freq=pd.tseries.frequencies.to_offset(freq))
+    except (TypeError, ValueError):
+        return index  # the values do not fit that frequency: keep them as they are
+
+
+def _check_arrow_type(dtype: Any) -> None:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(dtype) and dtype.tz:
+        _check_tz(dtype.tz)
+    for i in range(getattr(dtype, "num_fields", 0)):
+        _check_arrow_type(dtype.field(i).type)
+    if pa.types.is_dictionary(dtype):
+        _check_arrow_type(dtype.value_type)
+    if isinstance(dtype, pa.ExtensionType):
+        _check_arrow_type(dtype.storage_type)
+
+
+def _from_arrow(chunked: Any, dtype_text: Any) -> Any:
+    import pandas as pd
+
+    dtype = _restore_dtype(dtype_text)
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and hasattr(dtype, "__from_arrow__"):
+        try:
+            return pd.Series(dtype.__from_arrow__(chunked), copy=False)
+        except (TypeError, ValueError, NotImplementedError):
+            pass
+    series = chunked.to_pandas()
+    if isinstance(dtype, pd.CategoricalDtype):
+        return series.astype(dtype) if series.dtype != dtype else series
+    return series if series.dtype == dtype else _astype(series, dtype_text)
+
+
+# --- fingerprints ---------------------------------------------------------------------------
+
+
+def _copy_on_write() -> bool:
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    return pd.options.mode.copy_on_write is True
+
+
+def _axis_names(obj: Any) -> tuple[Any, ...]:
+    names: tuple[Any, ...] = (tuple(obj.index.names),)
+    if hasattr(obj, "columns"):
+        names += (tuple(obj.columns.names),)
+    else:
+        names += (obj.name,)
+    return names
+
+
+def _sample_digest(obj: Any) -> int:
+    # Without copy-on-write the data may change under the same objects: hash the whole
+    # frame when small, else evenly spaced rows plus the head and tail.
+    import numpy as np
+    import pandas as pd
+
+    n = len(obj)
+    rows = (
+        obj
+        if n <= 100_000
+        else obj.iloc[
+            np.unique(np.r_[0:64, n - 64 : n, np.linspace(0, n - 1, 4096, dtype=np.int64)])
+        ]
+    )
+    try:
+        hashed = pd.util.hash_pandas_object(rows, index=True)
+        return hash(hashed.to_numpy().tobytes())
+    except TypeError:  # unhashable cells (lists, dicts): fall back to their text
+        return hash(rows.to_string())
+
+
+@dataclass
+class _Version:
+    ref: weakref.ref[Any]
+    state: tuple[Any, ...]
+    names: tuple[Any, ...]
+    snapshot: Any = None  # a shallow copy: makes pandas copy-on-write see a second reference
+    digest: int | None = None
+    finalizer: weakref.finalize | None = None
+
+
+class FrameTracker:
+    """Which version of each named frame the child already holds.
+
+    The trade-off chosen: with pandas copy-on-write (always on from pandas 3) the tracker
+    keeps a *shallow* copy of every frame it sent. Because of that second reference, any
+    in-place write to the user's frame (``df.loc[...] = ``, ``inplace=True``, ``df[c] +=``)
+    makes pandas give the frame a fresh block instead of writing into the shared one, so
+    comparing the identities of the frame's manager, blocks and axes (pinned by the
+    shallow copy, so ids cannot be reused) catches every edit exactly, in time
+    proportional to the number of blocks, whatever the number of rows. Axis names, which
+    are mutable in place, are compared too; ``attrs`` are not.
+    The price: the first write after a send copies the written block (what pandas would do
+    anyway if any view existed), and the old version stays in memory until the frame is
+    sent again, the child is replaced, or the user's frame is garbage collected.
+    Without copy-on-write (pandas 2 with the option off) identity cannot see edits, so it
+    hashes the frame up to 100 000 rows and an evenly spaced sample of ~4 200 rows beyond:
+    an edit to a row outside the sample of a huge frame is then missed.
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[str, _Version] = {}
+        self._expired: set[str] = set()
+
+    def is_current(self, name: str, obj: Any) -> bool:
+        """True when the child already holds exactly this version of ``obj`` as ``name``."""
+        version = self._sent.get(name)
+        if version is None or version.ref() is not obj:
+            return False
+        if _axis_names(obj) != version.names:
+            return False
+        if version.snapshot is not None:
+            return _same_state(_state(obj), version.state)
+        return _sample_digest(obj) == version.digest
+
+    def remember(self, name: str, obj: Any) -> None:
+        """Record that the child now holds this version of ``obj`` as ``name``."""
+        self.forget(name)
+        self._expired.discard(name)
+        cow = _copy_on_write()
+        version = _Version(
+            ref=weakref.ref(obj),
+            state=_state(obj),
+            names=_axis_names(obj),
+            snapshot=obj.copy(deep=False) if cow else None,
+            digest=None if cow else _sample_digest(obj),
+        )
+        # When the user drops the frame, drop our shallow copy with it.
+        version.finalizer = weakref.finalize(obj, self._expire, name, id(version))
+        self._sent[name] = version
+
+    def forget(self, name: str | None = None) -> None:
+        """Forget one name, or everything (the child was replaced)."""
+        names = list(self._sent) if name is None else [name]
+        for key in names:
+            version = self._sent.pop(key, None)
+            if version is not None and version.finalizer is not None:
+                version.finalizer.detach()
+
+    def names(self) -> list[str]:
+        """Names the child holds a current copy of (as far as the tracker knows)."""
+        return list(self._sent)
+
+    def pop_expired(self) -> list[str]:
+        """Names whose frames the user dropped since the last call (the child may let go)."""
+        expired, self._expired = sorted(self._expired), set()
+        return expired
+
+    def _expire(self, name: str, token: int) -> None:
+        version = self._sent.get(name)
+        if version is not None and id(version) == token:
+            del self._sent[name]
+            self._expired.add(name)
+
+
+def _state(obj: Any) -> tuple[Any, ...]:
+    mgr = obj._mgr
+    return (mgr, tuple(mgr.blocks), tuple(mgr.axes))
+
+
+def _same_state(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return (
+        a[0] is b[0]
+        and len(a[1]) == len(b[1])
+        and len(a[2]) == len(b[2])
+        and all(x is y for x, y in zip(a[1], b[1], strict=True))
+        and all(x is y for x, y in zip(a[2], b[2], strict=True))
+    )

@@ -1,0 +1,189 @@
+"""Run mode end to end: %%ask --run in a real kernel, a real sandbox child, the fix loop."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+from kernel_helpers import Kernel
+from llm_server import LLMServer, Reply, code_answer
+
+pytestmark = pytest.mark.kernel
+
+CHART = """import matplotlib.pyplot as plt
+totals = sales.groupby("region")["revenue"].sum()
+print("regions:", len(totals))
+fig, ax = plt.subplots()
+totals.plot.bar(ax=ax)
+ax.set_title("Revenue by region")
+result = totals.to_frame()
+result"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LLMServer]:
+    with LLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    work = tmp_path_factory.mktemp("notebook")
+    k = Kernel(
+        env={
+            "OPENAI_BASE_URL": server.url,
+            "OPENAI_API_KEY": server.api_key or "",
+            "AWS_SECRET_ACCESS_KEY": "aws-secret-for-the-test",
+        },
+        cwd=str(work),
+    )
+    setup = k.execute(
+        "%load_ext dataagent\n"
+        "import pandas as pd\n"
+        "sales = pd.DataFrame({'region': pd.Categorical(['N', 'S', 'N', 'E']),\n"
+        "                      'revenue': [10.0, 20.0, 30.0, 5.5],\n"
+        "                      'units': pd.array([1, None, 3, 4], dtype='Int64'),\n"
+        "                      'when': pd.date_range('2024-01-01', periods=4, tz='UTC')})\n"
+        "original = sales.copy(deep=True)"
+    )
+    assert setup.ok, setup.error
+    yield k
+    k.shutdown()
+
+
+def test_run_shows_text_table_chart_and_result(kernel: Kernel, server: LLMServer) -> None:
+    server.script(code_answer(CHART, "Sum revenue per region and plot it."))
+    ex = kernel.execute("%%ask sales --run\ntotal revenue by region as a bar chart")
+    assert ex.ok, ex.error
+    assert "regions: 3" in ex.stdout
+    pngs = ex.data("image/png")
+    assert pngs and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    tables = [h for h in ex.data("text/html") if "<table" in h]
+    assert tables and "revenue" in tables[-1]
+    statuses = [x for x in ex.data("text/plain") if x.startswith(("⏳", "✓"))]
+    assert any("Running" in s for s in statuses)
+    assert statuses[-1].startswith("✓ Done in")
+    assert "charts saved" in statuses[-1] and ".png" in statuses[-1]
+    # the code that ran is shown in the cell; nothing is proposed as a new cell
+    assert any("Revenue by region" in h for h in ex.data("text/html"))
+    assert ex.next_input is None
+    # the user's namespace is untouched without --into
+    assert kernel.eval("'result' in globals() or 'totals' in globals()") == "False"
+
+
+def test_into_brings_the_result_back_with_dtypes(kernel: Kernel, server: LLMServer) -> None:
+    server.script(code_answer("result = sales[sales['revenue'] > 6].copy()\nresult"))
+    ex = kernel.execute("%%ask sales --run --into big\nrows with revenue above 6")
+    assert ex.ok, ex.error
+    assert kernel.eval("big.dtypes.to_dict() == sales.dtypes.to_dict()") == "True"
+    assert kernel.eval("str(big['region'].dtype), str(big['units'].dtype)") == (
+        "('category', 'Int64')"
+    )
+    assert kernel.eval("big.equals(sales[sales['revenue'] > 6])") == "True"
+    assert kernel.eval("type(big).__name__") == "'DataFrame'"
+    assert kernel.eval("len(big)") == "3"
+
+
+def test_child_code_never_mutates_the_users_frame(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "sales.drop(columns=['units'], inplace=True)\n"
+            "sales['revenue'] = 0\nresult = sales.shape\nresult"
+        )
+    )
+    assert kernel.execute("%%ask sales --run\ndrop units").ok
+    assert kernel.eval("sales.equals(original)") == "True"
+
+
+def test_secrets_do_not_reach_the_child(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "import os\nresult = sorted(k for k in os.environ if 'KEY' in k or 'SECRET' in k)\n"
+            "print('VALUES', [v for v in os.environ.values()\n"
+            "                 if 'sk-test' in v or 'aws-secret' in v])"
+            "\nresult"
+        )
+    )
+    ex = kernel.execute("%%ask sales --run\nwhich secrets can you see?")
+    assert ex.ok, ex.error
+    assert "VALUES []" in ex.stdout
+    assert server.api_key not in ex.text and "aws-secret-for-the-test" not in ex.text
+
+
+def test_fix_loop_shows_both_attempts_and_the_right_answer(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    server.script(
+        code_answer("result = sales['revenu'].sum()\nresult", "Sum it."),
+        code_answer("result = sales['revenue'].sum()\nresult", "Fixed the name."),
+    )
+    ex = kernel.execute("%%ask sales --run\ntotal revenue?")
+    assert ex.ok, ex.error
+    fix_request = server.chat_requests()[-1].messages
+    assert "KeyError" in fix_request[-1]["content"] and "revenu" in fix_request[-1]["content"]
+    assert any("Attempt 1 failed" in m and "KeyError" in m for m in ex.data("text/markdown"))
+    assert any("Attempt 2" in m and "Fixed the name." in m for m in ex.data("text/markdown"))
+    assert any("65.5" in x for x in ex.data("text/plain"))
+    assert "2 attempts" in [x for x in ex.data("text/plain") if x.startswith("✓")][-1]
+
+
+def test_all_attempts_failing_keeps_the_code_for_review(kernel: Kernel, server: LLMServer) -> None:
+    kernel.execute("%config DataAgent.max_fix_attempts = 1")
+    bad = code_answer("result = 1 / 0")
+    server.script(bad, bad)
+    ex = kernel.execute("%%ask sales --run\ndivide")
+    kernel.execute("%config DataAgent.max_fix_attempts = 2")
+    assert not ex.ok
+    assert ex.error["ename"] == "ExecutionFailed"
+    assert "still fails after 2 attempts: ZeroDivisionError" in "\n".join(ex.error["traceback"])
+    assert ex.next_input is not None and "result = 1 / 0" in ex.next_input
+    assert ex.next_input.startswith("# dataagent (failed, review it): divide")
+
+
+def test_insert_check_proposes_the_version_that_worked(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer("result = sales.revenue.summ()"),
+        code_answer("result = sales.revenue.sum()\nresult"),
+    )
+    ex = kernel.execute("%%ask sales --insert --check\ntotal?")
+    assert ex.ok, ex.error
+    assert ex.next_input is not None
+    assert "sales.revenue.sum()" in ex.next_input and "summ" not in ex.next_input
+
+
+def test_follow_up_uses_the_childs_state(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "per_region = sales.groupby('region', observed=True).size()\n"
+            "result = per_region\nresult"
+        ),
+        code_answer("result = int(per_region.max())\nresult"),
+    )
+    assert kernel.execute("%%ask sales --run\nrows per region").ok
+    ex = kernel.execute("%%ask sales --run\nthe largest of those")
+    assert ex.ok, ex.error
+    assert "2" in [x for x in ex.data("text/plain") if not x.startswith(("⏳", "✓"))][-1]
+
+
+def test_changed_frame_is_sent_again(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer("result = len(sales)\nresult"), code_answer("result = len(sales)\nresult")
+    )
+    kernel.execute("%%ask sales --run --no-cache\nhow many rows")
+    kernel.execute("sales = pd.concat([sales, sales])")
+    ex = kernel.execute("%%ask sales --run --no-cache\nhow many rows now")
+    assert ex.ok, ex.error
+    assert "8" in [x for x in ex.data("text/plain") if not x.startswith(("⏳", "✓"))]
+
+
+def test_a_run_that_times_out_is_stopped(kernel: Kernel, server: LLMServer) -> None:
+    kernel.execute("%config DataAgent.exec_timeout = 3")
+    server.script(code_answer("while True:\n    pass"))
+    ex = kernel.execute("%%ask sales --run\nloop forever", timeout=90)
+    kernel.execute("%config DataAgent.exec_timeout = 120")
+    assert not ex.ok
+    assert ex.error["ename"] == "ExecutionTimeout"
+    assert kernel.eval("1 + 1") == "2"
+    server.script(Reply(text=code_answer("result = 'alive'\nresult")))
+    assert "'alive'" in kernel.execute("%%ask sales --run\nstill there?").text

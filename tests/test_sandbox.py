@@ -1,0 +1,630 @@
+"""The child-kernel sandbox, tested against real child kernels (nothing mocked).
+
+One sandbox is shared by the module (a kernel start costs about a second); tests that
+kill or restart its child check that a fresh one takes over. Pure pieces (secret
+scrubbing, traceback trimming, the result codec, fingerprints) are tested without kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from dataagent_jupyter.config import DataAgent
+from dataagent_jupyter.errors import (
+    Cancelled,
+    ChildDied,
+    ExecutionFailed,
+    ExecutionTimeout,
+    FrameError,
+    SandboxError,
+)
+from dataagent_jupyter.sandbox import Sandbox
+from dataagent_jupyter.sandbox.executor import trim_traceback
+from dataagent_jupyter.sandbox.limits import (
+    death_message,
+    is_secret_name,
+    limits_from_config,
+    rlimits,
+    scrub_env,
+)
+from dataagent_jupyter.sandbox.pool import sweep_stale
+from dataagent_jupyter.sandbox.transfer import (
+    FrameTracker,
+    TransferError,
+    export_value,
+    import_value,
+    read_pickled,
+    write_pickled,
+)
+
+LLM_KEY = "sk-test-0123456789abcdefLLMKEY"
+CONFIG_KEY = "sk-config-9876543210CONFIGKEY"
+AWS_SECRET = "aws-fake-secret-0000111122223333"
+
+
+def text_of(outputs) -> str:
+    """What the child printed to stdout (warnings on stderr are not part of the answer)."""
+    return "".join(
+        o.data["text/plain"] for o in outputs if o.kind == "stream" and o.name == "stdout"
+    )
+
+
+def mixed_frame() -> pd.DataFrame:
+    """A frame with every dtype the issue names, on a MultiIndex."""
+    frame = pd.DataFrame(
+        {
+            "city": pd.Categorical(["Oslo", "Lima", "Oslo", "Pune"]),
+            "when": pd.date_range("2024-03-30", periods=4, freq="D", tz="Europe/Oslo"),
+            "count": pd.array([1, None, 3, 4], dtype="Int64"),
+            "mixed": [1, "two", [3, {"four": 4}], None],
+            "price": [1.5, np.nan, 3.25, 4.0],
+            "label": ["a", "b", None, "d"],
+        },
+        index=pd.MultiIndex.from_tuples(
+            [("n", 1), ("n", 2), ("s", 1), ("s", 2)], names=["half", "row"]
+        ),
+    )
+    return frame
+
+
+@pytest.fixture(scope="module")
+def env_secrets():
+    """Secrets in the user's environment before the child starts (restored afterwards)."""
+    saved = dict(os.environ)
+    os.environ.update(
+        OPENAI_API_KEY=LLM_KEY,
+        AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+        INNOCENT_LOOKING=f"prefix-{LLM_KEY}",  # the key copied under a harmless name
+        ALSO_INNOCENT=CONFIG_KEY,
+        DATAAGENT_TEST_MARKER="visible",
+    )
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("charts")
+
+
+@pytest.fixture(scope="module")
+def sandbox(env_secrets, outdir):
+    config = DataAgent(
+        memory_limit="2G", exec_timeout=20.0, output_dir=str(outdir), api_key=CONFIG_KEY
+    )
+    box = Sandbox(config, session_id="test-session")
+    box.start_warm()
+    yield box
+    box.shutdown()
+
+
+@pytest.fixture
+def short_timeout(sandbox):
+    sandbox.config.exec_timeout = 1.5
+    yield
+    sandbox.config.exec_timeout = 20.0
+
+
+def run_text(box: Sandbox, code: str, frames=None) -> str:
+    return text_of(list(box.run(code, frames or {})))
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_outputs_relayed_in_order(sandbox, outdir):
+    df = pd.DataFrame({"region": ["N", "S", "N"], "revenue": [10, 20, 30]})
+    code = (
+        "print('hello from the child')\n"
+        "display(df.groupby('region').revenue.sum().to_frame())\n"
+        "import matplotlib.pyplot as plt\n"
+        "df.groupby('region').revenue.sum().plot.bar()\n"
+        "plt.show()\n"
+        "result = df.groupby('region', as_index=False).revenue.sum()\n"
+    )
+    outputs = list(sandbox.run(code, {"df": df}, attempt=2))
+    kinds = [o.kind for o in outputs]
+    assert kinds == ["stream", "display", "display", "result"]
+    stream, table, chart, result = outputs
+    assert stream.name == "stdout" and stream.data == {"text/plain": "hello from the child\n"}
+    assert "<table" in table.data["text/html"]
+    assert "image/png" in chart.data
+    assert chart.saved and Path(chart.saved).read_bytes().startswith(b"\x89PNG")
+    assert Path(chart.saved).parent == outdir / "test-session"
+    assert "<table" in result.data["text/html"] and "40" in result.data["text/plain"]
+    assert all(o.attempt == 2 for o in outputs)
+
+
+@pytest.mark.kernel
+def test_stale_result_is_never_shown(sandbox):
+    list(sandbox.run("result = 'old answer'", {}))
+    outputs = list(sandbox.run("print('no result this time')", {}))
+    assert [o.kind for o in outputs] == ["stream"]
+    with pytest.raises(SandboxError, match="no variable named 'result'"):
+        sandbox.fetch()
+
+
+@pytest.mark.kernel
+def test_state_is_kept_across_runs(sandbox):
+    list(sandbox.run("kept_value = 41", {}))
+    assert run_text(sandbox, "print(kept_value + 1)") == "42\n"
+
+
+@pytest.mark.kernel
+def test_error_gives_trimmed_traceback(sandbox):
+    with pytest.raises(ExecutionFailed) as info:
+        list(
+            sandbox.run("def f(frame):\n    return frame['missing']\nf(df)", {"df": mixed_frame()})
+        )
+    error = info.value
+    assert error.ename == "KeyError" and "missing" in error.evalue
+    assert "\x1b[" not in error.traceback
+    assert "ipykernel" not in error.traceback and "IPython" not in error.traceback
+    assert "return frame['missing']" in error.traceback
+    assert error.traceback.rstrip().endswith("KeyError: 'missing'")
+    assert len(error.traceback) <= 3000
+
+
+# --- frames and results ----------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_fetch_round_trip_keeps_dtypes(sandbox):
+    frame = mixed_frame()
+    frame.columns = pd.MultiIndex.from_tuples([("k", c) for c in frame.columns])
+    list(sandbox.run("result = df", {"df": frame}))
+    back = sandbox.fetch()
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert isinstance(back.iloc[2, 3], list)
+
+    series = mixed_frame()["when"]
+    list(sandbox.run("result = s", {"s": series}))
+    pd.testing.assert_series_equal(sandbox.fetch(), series)
+
+
+@pytest.mark.kernel
+def test_fetch_other_values_and_refusals(sandbox):
+    list(sandbox.run("answer = {'total': 3.5, 'ids': (1, 2)}\nfig = __import__('threading')", {}))
+    assert sandbox.fetch("answer") == {"total": 3.5, "ids": (1, 2)}
+    with pytest.raises(SandboxError, match="cannot be brought back"):
+        sandbox.fetch("fig")
+    with pytest.raises(SandboxError, match="no variable named 'nothing_here'"):
+        sandbox.fetch("nothing_here")
+
+
+@pytest.mark.kernel
+def test_parent_frames_are_never_mutated(sandbox):
+    df = mixed_frame()
+    before = df.copy(deep=True)
+    code = "df.drop(columns=['price'], inplace=True)\ndf.iloc[0, 0] = 'Lima'\nprint(df.shape)"
+    assert run_text(sandbox, code, {"df": df}) == "(4, 5)\n"
+    pd.testing.assert_frame_equal(df, before)
+    # The next question starts from the user's frame again, not the child's edited copy.
+    assert run_text(sandbox, "print(df.shape, df.iloc[0, 0])", {"df": df}) == "(4, 6) Oslo\n"
+
+
+@pytest.mark.kernel
+def test_unchanged_frame_is_not_resent(sandbox):
+    df = pd.DataFrame({"a": np.arange(100_000), "b": np.random.default_rng(0).random(100_000)})
+    start = sandbox.bytes_sent()
+    run_text(sandbox, "print(len(df))", {"df": df})
+    first = sandbox.bytes_sent() - start
+    assert first >= df.memory_usage().sum()
+    run_text(sandbox, "print(len(df))", {"df": df})
+    assert sandbox.bytes_sent() - start == first  # same version: nothing travels
+    df.loc[5, "a"] = -1  # an in-place edit of the user's frame
+    assert run_text(sandbox, "print(df.loc[5, 'a'])", {"df": df}) == "-1\n"
+    assert sandbox.bytes_sent() - start > first
+    assert "df" in sandbox.status().frames
+
+
+@pytest.mark.kernel
+def test_non_frames_are_refused(sandbox):
+    with pytest.raises(FrameError):
+        list(sandbox.run("pass", {"x": [1, 2, 3]}))
+    with pytest.raises(FrameError):
+        list(sandbox.run("pass", {"not a name": pd.DataFrame()}))
+
+
+# --- isolation ---------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_secrets_are_not_in_the_child(sandbox):
+    code = "import os, json\nprint(json.dumps(dict(os.environ)))\n"
+    env = json.loads(run_text(sandbox, code))
+    assert "OPENAI_API_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert "INNOCENT_LOOKING" not in env and "ALSO_INNOCENT" not in env
+    assert env.get("DATAAGENT_TEST_MARKER") == "visible"  # ordinary variables pass
+    blob = json.dumps(env)
+    for secret in (LLM_KEY, CONFIG_KEY, AWS_SECRET):
+        assert secret not in blob
+    probe = (
+        "import os\n"
+        "try:\n"
+        "    data = open(f'/proc/{os.getppid()}/environ', 'rb').read()\n"
+        "    print('READ', len(data))\n"
+        "except OSError as exc:\n"
+        "    print('DENIED', type(exc).__name__)\n"
+    )
+    assert run_text(sandbox, probe).startswith("DENIED")
+
+
+@pytest.mark.kernel
+def test_child_cannot_read_home_or_connection_files(sandbox, tmp_path):
+    from jupyter_client.connect import write_connection_file
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".secrets").write_text("password=hunter2")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    connection_file, _ = write_connection_file(str(runtime / "kernel-parent.json"))
+    probe = (
+        "import os\n"
+        "for path in paths:\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        print('READ', path)\n"
+        "    except OSError as exc:\n"
+        "        print('DENIED', type(exc).__name__)\n"
+        "try:\n"
+        f"    open({str(tmp_path / 'planted.txt')!r}, 'w').write('x')\n"
+        "    print('WROTE')\n"
+        "except OSError:\n"
+        "    print('DENIED write')\n"
+        "open('inside-work-folder.txt', 'w').write('fine')\n"
+    )
+    paths = [
+        str(home / ".secrets"),
+        connection_file,
+        os.path.expanduser("~/.bashrc"),
+        str(Path(__file__)),
+    ]
+    out = run_text(sandbox, f"paths = {paths!r}\n" + probe)
+    assert "READ" not in out and "WROTE" not in out
+    assert out.count("DENIED") == len(paths) + 1
+    assert not (tmp_path / "planted.txt").exists()
+    assert "landlock filesystem" in sandbox.status().protections
+
+
+@pytest.mark.kernel
+def test_child_cannot_reach_a_local_tcp_server(sandbox):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    try:
+        probe = (
+            "import socket\n"
+            "try:\n"
+            f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "    print('CONNECTED')\n"
+            "except OSError as exc:\n"
+            "    print('BLOCKED', type(exc).__name__)\n"
+        )
+        assert run_text(sandbox, probe).startswith("BLOCKED")
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()
+    assert "network blocked (landlock tcp)" in sandbox.status().protections
+
+
+@pytest.mark.kernel
+def test_child_cannot_reach_a_unix_socket(sandbox, tmp_path):
+    # Landlock does not cover connect() on path-named sockets (think docker.sock).
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "service.sock"))
+    server.listen(1)
+    server.settimeout(0.5)
+    try:
+        probe = (
+            "import socket\n"
+            "try:\n"
+            "    s = socket.socket(socket.AF_UNIX)\n"
+            f"    s.connect({str(tmp_path / 'service.sock')!r})\n"
+            "    print('CONNECTED')\n"
+            "except OSError as exc:\n"
+            "    print('BLOCKED', type(exc).__name__)\n"
+        )
+        assert run_text(sandbox, probe).startswith("BLOCKED")
+        with pytest.raises(TimeoutError):
+            server.accept()
+    finally:
+        server.close()
+    if sandbox.status().protections and os.uname().machine in ("x86_64", "aarch64"):
+        assert "no new sockets (seccomp)" in sandbox.status().protections
+
+
+@pytest.mark.kernel
+def test_setns_into_parent_network_namespace_fails(sandbox):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.unshare  # noqa: B018 - the platform supports namespaces at all
+    probe = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "try:\n"
+        "    fd = os.open(f'/proc/{os.getppid()}/ns/net', os.O_RDONLY)\n"
+        "except OSError as exc:\n"
+        "    print('OPEN DENIED', type(exc).__name__)\n"
+        "else:\n"
+        "    rc = libc.setns(fd, 0x40000000)\n"
+        "    print('SETNS', rc, ctypes.get_errno())\n"
+    )
+    out = run_text(sandbox, probe)
+    assert out.startswith("OPEN DENIED") or out.startswith("SETNS -1")
+    protections = sandbox.status().protections
+    if os.geteuid() == 0:
+        assert "capabilities dropped" in protections
+        assert "network namespace (no interfaces)" in protections
+    assert "no_new_privs" in protections and "env scrubbed" in protections
+
+
+# --- stopping runaway code -------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_infinite_loop_is_stopped_by_the_time_limit(sandbox, short_timeout):
+    list(sandbox.run("survivor = 'still here'", {}))
+    pid = sandbox.status().pid
+    started = time.monotonic()
+    with pytest.raises(ExecutionTimeout, match="1.5 s limit"):
+        list(sandbox.run("while True:\n    pass", {}))
+    assert time.monotonic() - started < 6
+    # An interruptible loop keeps the child and its state.
+    assert sandbox.status().pid == pid
+    assert run_text(sandbox, "print(survivor)") == "still here\n"
+
+
+@pytest.mark.kernel
+def test_ignored_interrupt_restarts_the_child(sandbox, short_timeout):
+    pid = sandbox.status().pid
+    stubborn = (
+        "import time\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(10)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+    )
+    with pytest.raises(ExecutionTimeout, match="restarted"):
+        list(sandbox.run(stubborn, {}))
+    assert run_text(sandbox, "print('fresh')") == "fresh\n"
+    assert sandbox.status().pid != pid
+
+
+@pytest.mark.kernel
+def test_memory_bomb_is_stopped_by_the_memory_limit(sandbox):
+    list(sandbox.run("before_the_bomb = 1", {}))
+    pid = sandbox.status().pid
+    bomb = "hog = []\nwhile True:\n    hog.append(bytearray(128 * 2**20))\n"
+    with pytest.raises(ChildDied) as info:
+        list(sandbox.run(bomb, {}))
+    assert "ran out of memory" in info.value.message and "2.0 GiB" in info.value.message
+    # the parent is fine, and the next question runs on a fresh child
+    assert run_text(sandbox, "print('before_the_bomb' in globals())") == "False\n"
+    assert sandbox.status().pid != pid
+
+
+@pytest.mark.kernel
+def test_killed_child_is_reported_and_replaced(sandbox):
+    run_text(sandbox, "print(1)")
+    pid = sandbox.status().pid
+    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(ChildDied, match="killed"):
+        list(sandbox.run("import time\ntime.sleep(30)", {}))
+    assert time.monotonic() - started < 5
+    assert run_text(sandbox, "print('replaced')") == "replaced\n"
+    assert sandbox.status().pid not in (None, pid)
+
+
+@pytest.mark.kernel
+def test_cancel_stops_the_run_and_keeps_the_child(sandbox):
+    list(sandbox.run("kept = 'yes'", {}))
+    pid = sandbox.status().pid
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        list(sandbox.run("import time\ntime.sleep(30)\nprint('too late')", {}, cancel=cancel))
+    assert time.monotonic() - started < 5
+    assert sandbox.status().pid == pid
+    assert run_text(sandbox, "print(kept)") == "yes\n"
+
+
+@pytest.mark.kernel
+def test_status_and_restart(sandbox):
+    status = sandbox.status()
+    assert status.state == "idle" and status.pid and status.memory
+    assert status.limits["memory"] == "2.0 GiB"
+    assert "**Analysis kernel:** idle" in status._repr_markdown_()
+    list(sandbox.run("lost_on_restart = 1", {}))
+    sandbox.restart()
+    assert sandbox.status().state in ("starting", "idle")
+    assert run_text(sandbox, "print('lost_on_restart' in globals())") == "False\n"
+
+
+@pytest.mark.kernel
+def test_fresh_sandbox_without_warm_child_starts_on_demand(outdir):
+    box = Sandbox(DataAgent(warm_child=False, output_dir=str(outdir)))
+    try:
+        box.start_warm()  # a no-op when warm_child is False
+        assert box.status().state == "not started"
+        assert run_text(box, "print(pd.__name__, np.__name__)") == "pandas numpy\n"
+    finally:
+        box.shutdown()
+        box.shutdown()  # idempotent
+    assert box.status().state == "not started"
+
+
+@pytest.mark.kernel
+def test_killed_parent_leaves_no_child_and_no_folders():
+    # A user's kernel killed by Jupyter runs no exit handlers: the child must go by itself
+    # and the next sandbox must sweep the folders it left.
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from dataagent_jupyter.config import DataAgent\n"
+        "from dataagent_jupyter.sandbox import Sandbox\n"
+        "box = Sandbox(DataAgent())\n"
+        "list(box.run('pass', {}))\n"
+        "child = box._pool.child\n"
+        "print(child.pid, child.root, child.transfer_dirs[0], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, root, shm = parent.stdout.readline().split()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the orphaned child kept running")
+    assert Path(root).exists()
+    sweep_stale()
+    assert not Path(root).exists() and not Path(shm).exists()
+
+
+# --- pure pieces (no kernels) ----------------------------------------------------------------
+
+
+def test_secret_names_and_values_are_scrubbed():
+    assert all(
+        map(
+            is_secret_name,
+            [
+                "OPENAI_API_KEY",
+                "AWS_ACCESS_KEY_ID",
+                "GITHUB_TOKEN",
+                "DB_PASSWORD",
+                "my_secret",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "AZURE_CLIENT_ID",
+                "SSH_AUTH_SOCK",
+            ],
+        )
+    )
+    assert not any(map(is_secret_name, ["PATH", "HOME", "LANG", "PYTHONPATH", "TERM"]))
+    env = {
+        "PATH": "/usr/bin",
+        "OPENAI_API_KEY": LLM_KEY,
+        "COPY": f"x{LLM_KEY}",
+        "TOKENISH_VALUE": "a",
+        "DSN": "postgres://me:pw@db/x",
+        "OTHER": CONFIG_KEY,
+    }
+    clean = scrub_env(env, secrets=[CONFIG_KEY, None])
+    assert clean == {"PATH": "/usr/bin"}
+
+
+def test_limits_from_config():
+    limits = limits_from_config(
+        DataAgent(
+            memory_limit="1G", cpu_limit=10, max_file_size="5M", max_processes=0, exec_timeout=3
+        )
+    )
+    assert (limits.memory, limits.cpu_seconds, limits.file_size) == (2**30, 10, 5 * 2**20)
+    assert limits.processes is None and limits.wall_seconds == 3
+    assert rlimits(limits)["RLIMIT_AS"] == (2**30, 2**30)
+    assert rlimits(limits)["RLIMIT_CPU"][0] == 10 and "RLIMIT_NPROC" not in rlimits(limits)
+    message = death_message(limits, returncode=-9, out_of_memory=True)
+    assert message.startswith("the analysis ran out of memory (limit 1.0 GiB)")
+    assert "CPU time" in death_message(limits, returncode=-int(signal.SIGXCPU))
+
+
+def test_trim_traceback_drops_noise_and_keeps_the_end():
+    frames = [
+        "\x1b[31m---------\x1b[39m",
+        "\x1b[31mValueError\x1b[39m   Traceback (most recent call last)",
+        "Cell In[1], line 3\n      1 x = 1\n----> 3 g()\n",
+        "File /x/site-packages/IPython/core/interactiveshell.py:1, in run_code()\n  1 foo\n",
+        *["File /x/site-packages/pandas/core/frame.py:9, in f()\n      8 a\n----> 9 b\n     10 c\n"]
+        * 40,
+        *[f"File /x/site-packages/numpy/m{i}.py:1, in h()\n----> 1 z\n" for i in range(200)],
+        "\x1b[31mValueError\x1b[39m: bad value",
+    ]
+    text = trim_traceback(frames, ename="ValueError", evalue="bad value", limit=1500)
+    assert "\x1b" not in text and "IPython" not in text and "Traceback (most" not in text
+    assert text.startswith("Cell In[1], line 3") and text.endswith("ValueError: bad value")
+    assert "traceback shortened" in text and len(text) <= 1600
+    assert "     10 c" not in text  # library frames keep only their marked line
+
+
+def test_forward_transfer_is_exact_and_deletes_the_file(tmp_path):
+    frame = mixed_frame()
+    frame.attrs["source"] = "test"
+    path = str(tmp_path / "f.pkl")
+    size = write_pickled(frame, path)
+    assert size == os.path.getsize(path)
+    back = read_pickled(path)
+    assert not os.path.exists(path)
+    pd.testing.assert_frame_equal(back, frame)
+    assert back.attrs == {"source": "test"}
+    big = pd.DataFrame(np.zeros((300_000, 4)))  # large enough to be mapped, not read
+    write_pickled(big, path)
+    mapped = read_pickled(path)
+    mapped.iloc[0, 0] = 1.0  # writable (copy-on-write mapping)
+    assert big.iloc[0, 0] == 0.0 and mapped.iloc[0, 0] == 1.0
+
+
+def test_result_codec_refuses_dangerous_time_zones(tmp_path):
+    path = str(tmp_path / "r.arrow")
+    export_value(pd.DataFrame({"t": pd.date_range("2024", periods=2, tz="UTC")}), path)
+    import pyarrow as pa
+
+    table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    meta = dict(table.schema.metadata)
+    recipe = json.loads(meta[b"dataagent"])
+    recipe["fields"][0][2] = "datetime64[ns, dateutil//etc/passwd]"
+    meta[b"dataagent"] = json.dumps(recipe).encode()
+    table = table.replace_schema_metadata(meta)
+    os.unlink(path)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(TransferError, match="refused"):
+        import_value(path)
+    assert not os.path.exists(path)  # consumed either way
+
+
+def test_tracker_sees_in_place_edits_and_forgets_dropped_frames():
+    tracker = FrameTracker()
+    df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    tracker.remember("df", df)
+    assert tracker.is_current("df", df)
+    assert not tracker.is_current("df", df.copy())
+    df.loc[0, "a"] = 10
+    assert not tracker.is_current("df", df)
+    tracker.remember("df", df)
+    df.index.name = "renamed"
+    assert not tracker.is_current("df", df)
+    tracker.remember("df", df)
+    del df
+    assert tracker.names() == [] and tracker.pop_expired() == ["df"]
