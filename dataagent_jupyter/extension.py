@@ -143,15 +143,13 @@ class Extension:
         if self.config.record:
             rows.append(("record", self.config.record))
         sandbox = self.session.sandbox_if_started()
-        if sandbox is not None:
-            st = sandbox.status()
-            rows.append(("sandbox", st.state))
-            if getattr(st, "protections", None):
-                rows.append(("protections", ", ".join(st.protections)))
-        else:
+        if sandbox is None:
             rows.append(("sandbox", "not started (starts on the first --run)"))
         table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-        show_markdown(f"**Data Agent**\n\n{table}")
+        text = f"**Data Agent**\n\n{table}"
+        if sandbox is not None:
+            text += "\n\n" + sandbox.status()._repr_markdown_()
+        show_markdown(text)
 
     def cmd_reset(self, args: list[str]) -> None:
         self.session.reset()

@@ -187,3 +187,27 @@ def test_a_run_that_times_out_is_stopped(kernel: Kernel, server: LLMServer) -> N
     assert kernel.eval("1 + 1") == "2"
     server.script(Reply(text=code_answer("result = 'alive'\nresult")))
     assert "'alive'" in kernel.execute("%%ask sales --run\nstill there?").text
+
+
+def wait_idle(kernel: Kernel) -> str:
+    """The status text once the (warm) child has finished starting."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        text = kernel.execute("%dataagent status").text
+        if "Analysis kernel:** idle" in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
+
+
+def test_status_reports_the_child_and_restart_replaces_it(kernel: Kernel) -> None:
+    text = wait_idle(kernel)
+    assert "Analysis kernel:** idle" in text
+    assert "Limits:" in text and "Protections:" in text
+    assert "landlock" in text.lower()
+    pid = text.split("(pid ")[1].split(",")[0]
+    assert kernel.execute("%dataagent restart").ok
+    after = wait_idle(kernel)
+    assert "Analysis kernel:** idle" in after
+    assert f"(pid {pid}," not in after
