@@ -19,7 +19,7 @@ from .events import CodeProposed, Delta, Done, Event, Failed, Output, RunFailed,
 #: seconds between two redraws of the streamed answer (the stream may be 100s of chunks)
 REDRAW = 0.12
 
-_PHASES = {
+PHASES = {
     "describing": "Describing the data",
     "asking": "Asking",
     "fixing": "Asking for a fix",
@@ -132,7 +132,7 @@ class CellOutput:
             self._status.update(bundle, raw=True)
 
     def _draw_status(self) -> None:
-        label = _PHASES.get(self._phase, self._phase)
+        label = PHASES.get(self._phase, self._phase)
         attempt = f" (attempt {self._attempt})" if self._attempt > 1 else ""
         detail = f" {self._detail}" if self._detail else ""
         self._set_status(f"{label}{detail}{attempt} · {self._elapsed():.1f} s")

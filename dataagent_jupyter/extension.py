@@ -79,6 +79,12 @@ class Extension:
                 pass
         self._hooks.clear()
         self._unregister_comm()
+        try:
+            from .widget import close_all
+        except ImportError:  # pragma: no cover - ipywidgets is a dependency
+            pass
+        else:
+            close_all(self)
         self.session.close()
         if getattr(shell, _ATTR, None) is self:
             delattr(shell, _ATTR)

@@ -109,9 +109,8 @@ def find_frames(
                 )
             found[name] = obj
         return found
-    candidates = [
-        n for n, v in namespace.items() if not n.startswith("_") and isinstance(v, pd.DataFrame)
-    ]
+    items = list(namespace.items())  # a snapshot: a cell may be defining names right now
+    candidates = [n for n, v in items if not n.startswith("_") and isinstance(v, pd.DataFrame)]
     ranked = [n for n in order if n in candidates]
     ranked += [n for n in reversed(candidates) if n not in ranked]
     return {n: namespace[n] for n in ranked[: max(limit, 0)]}
@@ -136,7 +135,7 @@ def _lookup(namespace: Mapping[str, Any], name: str) -> Any:
 
 
 def _available_hint(namespace: Mapping[str, Any]) -> str:
-    names = [n for n, v in namespace.items() if not n.startswith("_") and is_frame(v)]
+    names = [n for n, v in list(namespace.items()) if not n.startswith("_") and is_frame(v)]
     if not names:
         return "No DataFrame is defined yet; create or load one first (%dataagent load PATH)."
     shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
@@ -155,7 +154,8 @@ class FrameTracker:
         self._order: list[str] = []
 
     def update(self, namespace: Mapping[str, Any]) -> None:
-        current = {n: id(v) for n, v in namespace.items() if not n.startswith("_") and is_frame(v)}
+        items = list(namespace.items())  # a snapshot: widget threads call this too
+        current = {n: id(v) for n, v in items if not n.startswith("_") and is_frame(v)}
         changed = [n for n, i in current.items() if self._ids.get(n) != i]
         # dict order is definition order, so later definitions in one cell rank higher
         self._order = [

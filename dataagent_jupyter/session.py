@@ -74,6 +74,7 @@ class _Turn:
     result_repr: str | None = None
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
+    holds_lock: bool = False
 
     @property
     def elapsed(self) -> float:
@@ -95,6 +96,8 @@ class Session:
         self._transcript: list[dict[str, Any]] = []
         self._sandbox: Any = None
         self._sandbox_lock = threading.Lock()
+        # one question or run at a time per session, whichever front end asks
+        self._busy = threading.Lock()
         self._chat: tuple[tuple[Any, ...], OpenAIChat] | None = None
         self._history: store.History | None = None
         self._conversation: str | None = None
@@ -127,6 +130,10 @@ class Session:
         cancel = cancel or threading.Event()
         run_mode = mode or self.config.mode
         turn = _Turn(question=question.strip(), mode=run_mode, model=model or self.config.model)
+        if not self._busy.acquire(blocking=False):
+            yield _busy_failure()
+            return
+        turn.holds_lock = True
         try:
             yield from self._ask(turn, frames, run_mode, privacy, use_cache, check, into, cancel)
         except KeyboardInterrupt:
@@ -140,6 +147,8 @@ class Session:
         except errors.DataAgentError as exc:
             cancel.set()
             yield self._finish(turn, Failed(exc, code=turn.code, elapsed=turn.elapsed))
+        finally:
+            self._release(turn)
 
     def run_code(
         self,
@@ -151,11 +160,16 @@ class Session:
         """Run existing code (a "Run" button on an earlier answer) in the child kernel."""
         cancel = cancel or threading.Event()
         turn = _Turn(question="(run code)", mode="run", model=self.config.model, code=code)
+        if not self._busy.acquire(blocking=False):
+            yield _busy_failure()
+            return
+        turn.holds_lock = True
         try:
             found = find_frames(
                 self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
             )
             yield from self._run_once(turn, code, found, 1, cancel, phase="running")
+            self._release(turn)
             yield Done(
                 mode="run",
                 outcome="ran",
@@ -167,12 +181,16 @@ class Session:
             )
         except KeyboardInterrupt:
             cancel.set()
+            self._release(turn)
             yield Failed(
                 errors.Cancelled("the run was interrupted."), code=code, elapsed=turn.elapsed
             )
         except errors.DataAgentError as exc:
             cancel.set()
+            self._release(turn)
             yield Failed(exc, code=code, elapsed=turn.elapsed)
+        finally:
+            self._release(turn)
 
     def list_frames(self) -> list[FrameInfo]:
         """The DataFrames and Series in the namespace, most recently defined first."""
@@ -570,6 +588,7 @@ class Session:
 
         Called before the final event is yielded: a front end may stop iterating there.
         """
+        self._release(turn)
         if not turn.question:
             return event
         error = event.error.message if isinstance(event, Failed) else None
@@ -613,6 +632,21 @@ class Session:
             turn.cached,
         )
         return event
+
+
+    def _release(self, turn: _Turn) -> None:
+        if turn.holds_lock:
+            turn.holds_lock = False
+            self._busy.release()
+
+
+def _busy_failure() -> Failed:
+    return Failed(
+        errors.UsageError(
+            "another question is still being answered in this notebook.",
+            hint="Wait for it to finish, or press Stop (or interrupt the kernel).",
+        )
+    )
 
 
 def _abs(path: str) -> str:

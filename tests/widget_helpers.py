@@ -1,0 +1,308 @@
+"""Helpers for the chat widget's tests: read a widget's state as a user would see it.
+
+The same reader runs in-process (``conversation(widget)``) and inside a real kernel (the
+source of this module's ``_kernel_side`` functions is executed there, see
+``KERNEL_SNIPPET``), so both kinds of test assert on the same view: the text of each
+message, the buttons offered, the status line, the frames listed.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def walk(widget: Any) -> Any:
+    """Every widget under ``widget``, depth first, ``widget`` included."""
+    yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from walk(child)
+
+
+def widget_text(widget: Any) -> str:
+    """What a user reads in ``widget``: Markdown/plain outputs, HTML text, button labels."""
+    import re
+
+    import ipywidgets
+
+    parts: list[str] = []
+    for part in walk(widget):
+        if isinstance(part, ipywidgets.Output):
+            for out in part.outputs:
+                if out.get("output_type") == "stream":
+                    parts.append(out.get("text", ""))
+                else:
+                    data = out.get("data", {})
+                    parts.append(str(data.get("text/markdown") or data.get("text/plain") or ""))
+        elif isinstance(part, ipywidgets.HTML):
+            parts.append(re.sub(r"<[^>]+>", "", part.value))
+        elif isinstance(part, ipywidgets.Button):
+            parts.append(f"[{part.description}]")
+    return "\n".join(p for p in parts if p)
+
+
+def widget_mimes(widget: Any) -> list[str]:
+    """The MIME types of every rich output under ``widget`` (to find charts and tables)."""
+    import ipywidgets
+
+    found: list[str] = []
+    for part in walk(widget):
+        if isinstance(part, ipywidgets.Output):
+            for out in part.outputs:
+                found += list(out.get("data", {}))
+    return found
+
+
+def conversation(chat: Any) -> dict[str, Any]:
+    """The chat's state as plain data: messages (classes, text, mimes), status, frames."""
+    import re
+
+    messages = [
+        {
+            "classes": list(getattr(m, "_dom_classes", ())),
+            "text": widget_text(m),
+            "mimes": widget_mimes(m),
+        }
+        for m in chat.messages.children
+    ]
+    return {
+        "busy": chat.busy,
+        "status": re.sub(r"<[^>]+>", "", chat.status.value),
+        "messages": messages,
+        "frames": [list(option) for option in chat.frames.options],
+        "selected": list(chat.frames.value),
+        "send_disabled": chat.send_button.disabled,
+        "stop_disabled": chat.stop_button.disabled,
+    }
+
+
+def click(chat: Any, description: str, index: int = -1) -> None:
+    """Click the ``index``-th button labelled ``description`` in the conversation."""
+    import ipywidgets
+
+    buttons = [
+        b
+        for b in walk(chat.messages)
+        if isinstance(b, ipywidgets.Button) and b.description == description
+    ]
+    buttons[index].click()
+
+
+#: executed in a kernel so that ``_chat_state(w)`` and ``_click(w, ...)`` exist there
+KERNEL_SNIPPET = (
+    "import json as _json\nfrom typing import Any\n\n"
+    + "\n\n".join(
+        inspect.getsource(f) for f in (walk, widget_text, widget_mimes, conversation, click)
+    )
+    + "\n\n_click = click\n\ndef _chat_state(chat):\n    return _json.dumps(conversation(chat))\n"
+)
+
+
+def wait_until(
+    check: Callable[[], Any], *, timeout: float = 30, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Call ``check`` until it returns something truthy; raise with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}: {last!r}")
+
+
+class KernelChat:
+    """Drives a chat widget bound to the name ``var`` inside a real kernel."""
+
+    def __init__(self, kernel: Any, var: str = "w") -> None:
+        self.kernel = kernel
+        self.var = var
+        #: stderr and error outputs seen in every execution: no traceback may appear
+        self.problems: list[str] = []
+
+    def run(self, code: str, **kwargs: Any) -> Any:
+        ex = self.kernel.execute(code, **kwargs)
+        if ex.stderr:
+            self.problems.append(ex.stderr)
+        if ex.error:
+            self.problems.append("\n".join(ex.error["traceback"]))
+        return ex
+
+    def state(self) -> dict[str, Any]:
+        ex = self.run("", user_expressions={"s": f"_chat_state({self.var})"})
+        value = ex.reply["content"]["user_expressions"]["s"]
+        if value["status"] != "ok":
+            raise RuntimeError(f"{value.get('ename')}: {value.get('evalue')}")
+        return json.loads(ast.literal_eval(value["data"]["text/plain"]))
+
+    def eval(self, expression: str) -> Any:
+        """``expression`` evaluated in the kernel, as a Python literal."""
+        ex = self.run("", user_expressions={"x": expression})
+        value = ex.reply["content"]["user_expressions"]["x"]
+        if value["status"] != "ok":
+            raise RuntimeError(f"{expression}: {value.get('ename')}: {value.get('evalue')}")
+        return ast.literal_eval(value["data"]["text/plain"])
+
+    def ask(self, question: str) -> None:
+        """Type ``question`` and press Send, as the user would."""
+        self.run(f"{self.var}.input.value = {question!r}\n{self.var}.send_button.click()")
+
+    def click(self, description: str, index: int = -1) -> None:
+        self.run(f"_click({self.var}, {description!r}, {index})")
+
+    def wait_idle(self, timeout: float = 30) -> dict[str, Any]:
+        """Wait for the current answer to end; return the final state."""
+        return wait_until(
+            lambda: (s := self.state()) and not s["busy"] and s,
+            timeout=timeout,
+            what="the answer to end",
+        )
+
+    def wait_text(self, needle: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait until ``needle`` appears in the conversation; return that state."""
+
+        def check() -> dict[str, Any] | None:
+            state = self.state()
+            return state if needle in all_text(state) else None
+
+        return wait_until(check, timeout=timeout, what=repr(needle))
+
+
+def all_text(state: dict[str, Any]) -> str:
+    """The whole conversation as one string."""
+    return "\n".join(m["text"] for m in state["messages"])
+
+
+# --- a real JupyterLab for the browser tests -------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LabServer:
+    """``jupyter-lab`` on a free 127.0.0.1 port serving ``root``; stopped by its PID.
+
+    ``env`` reaches the kernels it starts (they inherit the server's environment), which is
+    how the LLM endpoint gets to the extension. Settings, the user-level Jupyter config and
+    IPython's profile live in a private folder: the news toast is off,
+    ``ipython_kernel_config`` (``kernel_config`` lines) applies to this server's kernels
+    only, and ``disabled_labextensions`` are turned off for this server only (a front end
+    without them, as VS Code is without ours).
+    """
+
+    def __init__(
+        self,
+        root: Any,
+        private: Any,
+        *,
+        env: dict[str, str] | None = None,
+        kernel_config: str = "",
+        disabled_labextensions: tuple[str, ...] = (),
+    ) -> None:
+        import os
+        import subprocess
+        import sys
+        import urllib.request
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        private = Path(private)
+        settings = private / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        profile = private / "ipython" / "profile_default"
+        profile.mkdir(parents=True)
+        (profile / "ipython_kernel_config.py").write_text(kernel_config)
+        labconfig = private / "config" / "labconfig"
+        labconfig.mkdir(parents=True)
+        (labconfig / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {name: True for name in disabled_labextensions}})
+        )
+        full_env = {
+            **os.environ,
+            "JUPYTERLAB_SETTINGS_DIR": str(private / "settings"),
+            "JUPYTER_CONFIG_DIR": str(private / "config"),
+            "IPYTHONDIR": str(private / "ipython"),
+            **(env or {}),
+        }
+        self.log_path = private / "jupyter-lab.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        lab = Path(sys.executable).with_name("jupyter-lab")
+        (private / "workspaces").mkdir()
+        self.process = subprocess.Popen(
+            [
+                str(lab),
+                "--no-browser",
+                "--allow-root",
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+                "--ServerApp.disable_check_xsrf=True",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True",
+                f"--LabApp.workspaces_dir={private / 'workspaces'}",
+            ],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter-lab exited: {self.log()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_until(ready, timeout=60, interval=0.2, what="jupyter-lab to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Terminate the server (it shuts its kernels down), then kill it if it lingers."""
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
