@@ -633,7 +633,6 @@ class Session:
         )
         return event
 
-
     def _release(self, turn: _Turn) -> None:
         if turn.holds_lock:
             turn.holds_lock = False

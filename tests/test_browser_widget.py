@@ -207,11 +207,6 @@ def test_copy_box_selects_the_code(lab: tuple[LabServer, LLMServer], page: Any) 
     assert selected == CODE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Enter-to-send needs the labextension's keydown handler on .dataagent-chat-input "
-    "(not there yet); remove this marker when it lands",
-)
 def test_enter_sends_and_shift_enter_adds_a_line(
     lab: tuple[LabServer, LLMServer], page: Any
 ) -> None:

@@ -1,0 +1,181 @@
+import { RenderMimeRegistry, standardRendererFactories } from '@jupyterlab/rendermime';
+
+import type { AgentEvent } from '../protocol';
+import { applyEvent, ITurn, newTurn } from '../render';
+import { ICodeActions, TurnView } from '../renderturn';
+
+const EVIL = '<img src="x" onerror="window.__pwned = 1"><script>window.__pwned = 2</script>';
+
+/** Markdown "parsing" that passes HTML through, so only the sanitizer stands in between. */
+const passthrough = { render: async (text: string) => text };
+
+function registry(): RenderMimeRegistry {
+  return new RenderMimeRegistry({
+    initialFactories: standardRendererFactories,
+    markdownParser: passthrough
+  });
+}
+
+function actions(): ICodeActions & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    insert: code => void calls.push(`insert:${code}`),
+    replace: code => void calls.push(`replace:${code}`),
+    run: code => void calls.push(`run:${code}`),
+    copy: code => void calls.push(`copy:${code}`)
+  };
+}
+
+/** Let the throttled markdown renders and rendermime's promises finish. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await new Promise(resolve => setTimeout(resolve, 80));
+  }
+}
+
+function play(turn: ITurn, events: AgentEvent[]): ITurn {
+  return events.reduce(applyEvent, turn);
+}
+
+describe('TurnView', () => {
+  afterEach(() => {
+    delete (window as unknown as { __pwned?: number }).__pwned;
+  });
+
+  it('shows the question as text and sanitizes model Markdown', async () => {
+    const turn = play(newTurn('1', 'ask', EVIL, 'insert'), [
+      { type: 'Delta', text: `Answer ${EVIL}`, attempt: 1 }
+    ]);
+    const view = new TurnView(turn, registry(), actions());
+    document.body.appendChild(view.node);
+    await settle();
+    const question = view.node.querySelector('.jp-DataAgent-question')!;
+    expect(question.textContent).toBe(EVIL);
+    expect(question.querySelector('img')).toBeNull();
+    const answer = view.node.querySelector('.jp-DataAgent-markdown')!;
+    expect(answer.textContent).toContain('Answer');
+    expect(answer.innerHTML).not.toContain('onerror');
+    expect(answer.querySelector('script')).toBeNull();
+    expect((window as unknown as { __pwned?: number }).__pwned).toBeUndefined();
+    view.dispose();
+  });
+
+  it('offers the code with working Insert, Replace, Run and Copy buttons', async () => {
+    const acts = actions();
+    let turn = newTurn('1', 'ask', 'sum?', 'insert');
+    const view = new TurnView(turn, registry(), acts);
+    turn = play(turn, [
+      { type: 'Delta', text: 'Sum.\n```python\nresult = 1\n```', attempt: 1 },
+      {
+        type: 'CodeProposed',
+        code: 'result = 1',
+        explanation: 'Sum.',
+        attempt: 1,
+        warnings: []
+      }
+    ]);
+    view.update(turn);
+    await settle();
+    const block = view.node.querySelector('.jp-DataAgent-codeBlock') as HTMLElement;
+    expect(block.hidden).toBe(false);
+    expect(block.textContent).toContain('result = 1');
+    for (const action of ['insert', 'replace', 'run', 'copy']) {
+      (block.querySelector(`[data-action="${action}"]`) as HTMLButtonElement).click();
+    }
+    expect(acts.calls).toEqual([
+      'insert:result = 1',
+      'replace:result = 1',
+      'run:result = 1',
+      'copy:result = 1'
+    ]);
+    // the explanation replaces the streamed text (which repeated the code)
+    expect(view.node.querySelector('.jp-DataAgent-markdown')!.textContent).toBe('Sum.');
+    view.dispose();
+  });
+
+  it('renders run outputs: streams as text, HTML sanitized, images as images', async () => {
+    const turn = play(newTurn('1', 'ask', 'plot', 'run'), [
+      {
+        type: 'Output',
+        kind: 'stream',
+        data: { 'text/plain': '<b>not bold</b>\n' },
+        metadata: {},
+        name: 'stdout',
+        attempt: 1,
+        saved: null
+      },
+      {
+        type: 'Output',
+        kind: 'result',
+        data: { 'text/html': `<table><tr><td>7</td></tr></table>${EVIL}`, 'text/plain': '7' },
+        metadata: {},
+        name: '',
+        attempt: 1,
+        saved: null
+      },
+      {
+        type: 'Output',
+        kind: 'display',
+        data: { 'image/png': 'iVBORw0KGgo=', 'text/plain': '<Figure>' },
+        metadata: {},
+        name: '',
+        attempt: 1,
+        saved: '.dataagent/chart-1.png'
+      }
+    ]);
+    const view = new TurnView(turn, registry(), actions());
+    document.body.appendChild(view.node);
+    await settle();
+    const outputs = view.node.querySelectorAll('.jp-DataAgent-output');
+    expect(outputs).toHaveLength(3);
+    expect(outputs[0].querySelector('b')).toBeNull();
+    expect(outputs[0].textContent).toContain('<b>not bold</b>');
+    expect(outputs[1].querySelector('td')?.textContent).toBe('7');
+    expect(outputs[1].innerHTML).not.toContain('onerror');
+    expect(outputs[1].querySelector('script')).toBeNull();
+    expect(outputs[2].querySelector('img')).not.toBeNull();
+    expect(outputs[2].textContent).toContain('Saved to .dataagent/chart-1.png');
+    expect((window as unknown as { __pwned?: number }).__pwned).toBeUndefined();
+    view.dispose();
+  });
+
+  it('shows an error with its hint as text', () => {
+    const turn = applyEvent(newTurn('1', 'ask', 'q', 'insert'), {
+      type: 'Failed',
+      error: {
+        kind: 'MissingAPIKey',
+        title: 'No API key',
+        message: 'no API key is set <b>now</b>.',
+        hint: 'Set OPENAI_API_KEY.'
+      },
+      code: '',
+      elapsed: 0
+    });
+    const view = new TurnView(turn, registry(), actions());
+    const error = view.node.querySelector('.jp-DataAgent-error') as HTMLElement;
+    expect(error.hidden).toBe(false);
+    expect(error.textContent).toBe('No API key: no API key is set <b>now</b>.Set OPENAI_API_KEY.');
+    expect(error.querySelector('b')).toBeNull();
+    expect(view.node.dataset.state).toBe('failed');
+    view.dispose();
+  });
+
+  it('lists failed attempts with their traceback, colours stripped', () => {
+    const turn = applyEvent(newTurn('1', 'ask', 'q', 'run'), {
+      type: 'RunFailed',
+      attempt: 1,
+      ename: 'NameError',
+      evalue: "name 'x' is not defined",
+      traceback: '\x1b[0;31mNameError\x1b[0m: x',
+      will_retry: true
+    });
+    const view = new TurnView(turn, registry(), actions());
+    const details = view.node.querySelector('.jp-DataAgent-runFailed')!;
+    expect(details.querySelector('summary')!.textContent).toBe(
+      "Attempt 1 failed: NameError: name 'x' is not defined — asking the model to fix it"
+    );
+    expect(details.querySelector('pre')!.textContent).toBe('NameError: x');
+    view.dispose();
+  });
+});

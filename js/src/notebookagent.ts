@@ -1,0 +1,354 @@
+/**
+ * The panel's state for one notebook: the connection to its kernel, the frames, the
+ * conversation and the question in flight. The panel shows the agent of the active
+ * notebook; each notebook keeps its own while the user switches between them.
+ */
+import type { NotebookPanel } from '@jupyterlab/notebook';
+import type { KernelMessage } from '@jupyterlab/services';
+import type { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { ConversationStore } from './history';
+import {
+  AgentClient,
+  AgentEvent,
+  AgentRequest,
+  connectAgent,
+  ConnectError,
+  IFrameInfo,
+  IHelloReply,
+  isFinalEvent,
+  IStatusInfo,
+  Mode
+} from './protocol';
+import { applyEvent, ITurn, mergeHistory, newTurn } from './render';
+
+/** Where the connection to the kernel stands. */
+export type AgentState =
+  | { kind: 'idle' }
+  | { kind: 'no-kernel' }
+  | { kind: 'connecting' }
+  | { kind: 'ready' }
+  | { kind: 'restarting' }
+  | { kind: 'error'; message: string; hint: string | null; retry: boolean };
+
+/** Frames and status are refreshed this long after the kernel finished executing. */
+const REFRESH_DELAY = 250;
+
+export class NotebookAgent implements IDisposable {
+  constructor(
+    readonly panel: NotebookPanel,
+    private readonly _store: ConversationStore
+  ) {
+    const context = panel.sessionContext;
+    context.statusChanged.connect(this._onKernelStatus, this);
+    context.kernelChanged.connect(this._onKernelChanged, this);
+    context.iopubMessage.connect(this._onIOPub, this);
+    panel.context.pathChanged.connect(this._onPathChanged, this);
+    this._path = panel.context.path;
+    this.turns = _store.load(this._path);
+  }
+
+  /** Anything the panel shows changed. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get state(): AgentState {
+    return this._state;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** The notebook's file name. */
+  get notebookName(): string {
+    return this.panel.title.label || this._path;
+  }
+
+  get kernelName(): string {
+    return this.panel.sessionContext.kernelDisplayName;
+  }
+
+  /** Whether the kernel is executing (our requests then wait behind the running cell). */
+  get kernelBusy(): boolean {
+    return this.panel.sessionContext.session?.kernel?.status === 'busy';
+  }
+
+  status: IStatusInfo | null = null;
+  frames: IFrameInfo[] = [];
+  /** frame names chosen as context; empty means "all frames" */
+  readonly selected = new Set<string>();
+  turns: ITurn[] = [];
+
+  /** The question or run in flight, if any. */
+  get active(): AgentRequest | null {
+    return this._active;
+  }
+
+  /** Connect to the kernel (loading the extension if needed); no-op when connected. */
+  async connect(): Promise<void> {
+    this._wanted = true;
+    if (this._isDisposed || this._client || this._state.kind === 'connecting') {
+      return;
+    }
+    const generation = ++this._generation;
+    this._setState({ kind: 'connecting' });
+    const context = this.panel.sessionContext;
+    try {
+      await context.ready;
+    } catch {
+      // a failed kernel start: reported below as no kernel
+    }
+    const kernel = context.session?.kernel;
+    if (generation !== this._generation || this._isDisposed) {
+      return;
+    }
+    if (!kernel) {
+      this._setState({ kind: 'no-kernel' });
+      return;
+    }
+    try {
+      const { client, hello } = await connectAgent(kernel, {
+        onWaiting: () => this._changed.emit()
+      });
+      if (generation !== this._generation || this._isDisposed) {
+        client.dispose();
+        return;
+      }
+      this._attach(client, hello);
+    } catch (error) {
+      if (generation !== this._generation || this._isDisposed) {
+        return;
+      }
+      if (error instanceof ConnectError) {
+        this._setState({
+          kind: 'error',
+          message: error.message,
+          hint: error.hint,
+          retry: error.reason !== 'not-python'
+        });
+      } else if (this._state.kind !== 'restarting') {
+        this._setState({
+          kind: 'error',
+          message: `Could not reach the Data Agent in the kernel: ${errorText(error)}`,
+          hint: null,
+          retry: true
+        });
+      }
+    }
+  }
+
+  /** Try again after an error. */
+  retry(): void {
+    this._dropClient(null);
+    this._setState({ kind: 'idle' });
+    void this.connect();
+  }
+
+  ask(question: string, mode: Mode): void {
+    const client = this._client;
+    const text = question.trim();
+    if (!client || this._active || !text) {
+      return;
+    }
+    const request = client.ask(text, { frames: [...this.selected], mode });
+    this._track(request, newTurn(request.id, 'ask', text, mode));
+  }
+
+  /** Run code of an earlier answer in the sandbox, as a new turn. */
+  runCode(code: string): void {
+    const client = this._client;
+    if (!client || this._active || !code.trim()) {
+      return;
+    }
+    const request = client.run(code, [...this.selected]);
+    this._track(request, newTurn(request.id, 'run', code, 'run'));
+  }
+
+  stop(): void {
+    this._active?.cancel();
+    this._changed.emit();
+  }
+
+  /** Start a new conversation (the kernel forgets the earlier turns too). */
+  async reset(): Promise<void> {
+    this._active?.cancel();
+    this.turns = [];
+    this._store.clear(this._path);
+    this._changed.emit();
+    try {
+      await this._client?.reset();
+    } catch (error) {
+      console.warn('Data Agent: reset failed', error);
+    }
+  }
+
+  toggleFrame(name: string, on: boolean): void {
+    if (on) {
+      this.selected.add(name);
+    } else {
+      this.selected.delete(name);
+    }
+    this._changed.emit();
+  }
+
+  /** Ask the kernel for the frames and the status again. */
+  refresh(): void {
+    const client = this._client;
+    if (!client || client.isClosed) {
+      return;
+    }
+    // the replies arrive through framesChanged / statusChanged
+    client.listFrames().catch(() => undefined);
+    client.status().catch(() => undefined);
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    clearTimeout(this._refreshTimer);
+    this._dropClient(null);
+    Signal.clearData(this);
+  }
+
+  // --- internals -----------------------------------------------------------------------
+
+  private _attach(client: AgentClient, hello: IHelloReply): void {
+    this._client = client;
+    client.closed.connect((_, reason) => {
+      if (this._client !== client) {
+        return;
+      }
+      this._client = null;
+      this._active = null;
+      if (this._state.kind !== 'restarting') {
+        this._setState({
+          kind: 'error',
+          message: 'The kernel closed the Data Agent connection (the extension was unloaded?).',
+          hint: reason,
+          retry: true
+        });
+      }
+    });
+    client.framesChanged.connect((_, frames) => {
+      this.frames = frames;
+      const names = new Set(frames.map(f => f.name));
+      for (const name of [...this.selected]) {
+        if (!names.has(name)) {
+          this.selected.delete(name);
+        }
+      }
+      this._changed.emit();
+    });
+    client.statusChanged.connect((_, status) => {
+      this.status = status;
+      this._changed.emit();
+    });
+    this.status = hello.status;
+    this.frames = hello.frames;
+    const running = this.turns.filter(t => t.state === 'waiting' || t.state === 'streaming');
+    this.turns = [...mergeHistory(this.turns, hello.history), ...running];
+    this._setState({ kind: 'ready' });
+  }
+
+  private _track(request: AgentRequest, turn: ITurn): void {
+    this._active = request;
+    this.turns = [...this.turns, turn];
+    request.event.connect((_, event: AgentEvent) => {
+      this.turns = this.turns.map(t => (t.id === request.id ? applyEvent(t, event) : t));
+      if (isFinalEvent(event)) {
+        if (this._active === request) {
+          this._active = null;
+        }
+        this._store.save(this._path, this.turns);
+        this.refresh(); // `--into` or a run may have changed what the kernel holds
+      }
+      this._changed.emit();
+    });
+    this._changed.emit();
+  }
+
+  private _dropClient(reason: string | null): void {
+    const client = this._client;
+    this._client = null;
+    this._generation++;
+    if (client) {
+      client.close(reason ?? undefined); // ends the running turn with that reason
+      client.dispose();
+    }
+    this._active = null;
+  }
+
+  private _onKernelStatus(): void {
+    const status = this.panel.sessionContext.session?.kernel?.status;
+    if (status === 'restarting' || status === 'autorestarting') {
+      this._dropClient('The kernel restarted; the question was stopped.');
+      this._setState({ kind: 'restarting' });
+    } else if (status === 'dead') {
+      this._dropClient('The kernel died.');
+      this._setState({
+        kind: 'error',
+        message: 'The kernel died.',
+        hint: 'Restart it (Kernel → Restart Kernel…); the panel reconnects by itself.',
+        retry: true
+      });
+    } else if (status === 'idle' && this._wanted && !this._client) {
+      if (this._state.kind === 'restarting' || this._state.kind === 'idle') {
+        this._setState({ kind: 'idle' });
+        void this.connect();
+      }
+    }
+    this._changed.emit(); // busy/idle changes the "waiting" line
+  }
+
+  private _onKernelChanged(): void {
+    this._dropClient('The notebook changed kernel; the question was stopped.');
+    this.frames = [];
+    this.status = null;
+    this._setState({ kind: 'idle' });
+    if (this._wanted) {
+      void this.connect();
+    }
+  }
+
+  private _onIOPub(_: unknown, msg: KernelMessage.IMessage): void {
+    if (
+      msg.header.msg_type === 'status' &&
+      (msg as KernelMessage.IStatusMsg).content.execution_state === 'idle' &&
+      msg.parent_header &&
+      (msg.parent_header as KernelMessage.IHeader).msg_type === 'execute_request'
+    ) {
+      clearTimeout(this._refreshTimer);
+      this._refreshTimer = setTimeout(() => this.refresh(), REFRESH_DELAY);
+    }
+  }
+
+  private _onPathChanged(_: unknown, path: string): void {
+    this._store.move(this._path, path);
+    this._path = path;
+    this._changed.emit();
+  }
+
+  private _setState(state: AgentState): void {
+    this._state = state;
+    this._changed.emit();
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _state: AgentState = { kind: 'idle' };
+  private _client: AgentClient | null = null;
+  private _active: AgentRequest | null = null;
+  private _generation = 0;
+  private _wanted = false;
+  private _isDisposed = false;
+  private _path: string;
+  private _refreshTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,331 @@
+/**
+ * Pure helpers of the panel: the conversation model (a turn and how events change it),
+ * text formatting, and safe DOM building. No JupyterLab imports, so jest tests them
+ * without a running application.
+ */
+import type {
+  AgentEvent,
+  IDoneEvent,
+  IErrorInfo,
+  IFrameInfo,
+  IHistoryTurn,
+  IOutputEvent,
+  IRunFailedEvent,
+  IStatusInfo,
+  Mode,
+  Phase
+} from './protocol';
+
+// --- the conversation model ----------------------------------------------------------------
+
+export type TurnState = 'waiting' | 'streaming' | 'done' | 'failed';
+
+/** One question (or one "Run in sandbox") and everything its events said. */
+export interface ITurn {
+  id: string;
+  kind: 'ask' | 'run';
+  question: string;
+  mode: Mode;
+  state: TurnState;
+  /** model text of the latest attempt, as streamed (Markdown) */
+  text: string;
+  attempt: number;
+  code: string;
+  explanation: string;
+  warnings: string[];
+  outputs: IOutputEvent[];
+  failures: IRunFailedEvent[];
+  error: IErrorInfo | null;
+  done: IDoneEvent | null;
+  phase: Phase | null;
+  phaseMessage: string;
+  /** Date.now() when asked; the status line ticks from it */
+  started: number;
+  /** seconds, when finished */
+  elapsed: number | null;
+  /** outcome line of a turn restored from the kernel's history */
+  outcome?: string;
+}
+
+/** A new turn for a question just sent. */
+export function newTurn(
+  id: string,
+  kind: 'ask' | 'run',
+  question: string,
+  mode: Mode,
+  now: number = Date.now()
+): ITurn {
+  return {
+    id,
+    kind,
+    question,
+    mode,
+    state: 'waiting',
+    text: '',
+    attempt: 1,
+    code: kind === 'run' ? question : '',
+    explanation: '',
+    warnings: [],
+    outputs: [],
+    failures: [],
+    error: null,
+    done: null,
+    phase: null,
+    phaseMessage: '',
+    started: now,
+    elapsed: null
+  };
+}
+
+/** The turn after `event` (a new object; the old one is left as it was). */
+export function applyEvent(turn: ITurn, event: AgentEvent): ITurn {
+  if (turn.state === 'done' || turn.state === 'failed') {
+    return turn;
+  }
+  const next: ITurn = { ...turn, state: 'streaming' };
+  switch (event.type) {
+    case 'Status':
+      next.phase = event.phase;
+      next.phaseMessage = event.message;
+      break;
+    case 'Delta':
+      if (event.attempt !== turn.attempt) {
+        // a fix attempt streams a whole new answer
+        next.attempt = event.attempt;
+        next.text = event.text;
+      } else {
+        next.text = turn.text + event.text;
+      }
+      break;
+    case 'CodeProposed':
+      next.attempt = event.attempt;
+      next.code = event.code;
+      next.explanation = event.explanation;
+      next.warnings = [...event.warnings];
+      break;
+    case 'Output':
+      next.outputs = [...turn.outputs, event];
+      break;
+    case 'RunFailed':
+      next.failures = [...turn.failures, event];
+      break;
+    case 'Done':
+      next.state = 'done';
+      next.done = event;
+      next.code = event.code || turn.code;
+      next.explanation = event.explanation || turn.explanation;
+      next.elapsed = event.elapsed;
+      next.phase = null;
+      break;
+    case 'Failed':
+      next.state = 'failed';
+      next.error = event.error;
+      next.code = event.code || turn.code;
+      next.elapsed = event.elapsed || (Date.now() - turn.started) / 1000;
+      next.phase = null;
+      break;
+    default:
+      return turn;
+  }
+  return next;
+}
+
+/** Turns rebuilt from the kernel's history (question, explanation, code, outcome). */
+export function turnsFromHistory(history: IHistoryTurn[]): ITurn[] {
+  return history.map((h, i) => {
+    const turn = newTurn(`history-${i}`, 'ask', h.question, 'insert', 0);
+    const failed = /^(error|failed|cancel)/i.test(h.outcome);
+    return {
+      ...turn,
+      state: failed ? 'failed' : 'done',
+      code: h.code,
+      explanation: h.explanation,
+      outcome: h.outcome,
+      error: failed
+        ? {
+            kind: 'History',
+            title: 'Failed',
+            message: h.outcome.replace(/^failed:\s*/i, ''),
+            hint: null
+          }
+        : null
+    } as ITurn;
+  });
+}
+
+/**
+ * The turns to show when a notebook's panel (re)connects: the richer local copy (outputs,
+ * errors) when it tells the same story as the kernel's history, else the kernel's history.
+ * The kernel is the authority on which questions were asked (a reset or restart empties it).
+ */
+export function mergeHistory(local: ITurn[], history: IHistoryTurn[]): ITurn[] {
+  const kernelQuestions = history.map(h => h.question);
+  const localQuestions = local
+    .filter(t => t.kind === 'ask' && (t.state === 'done' || t.state === 'failed'))
+    .map(t => t.question.trim())
+    .filter(q => kernelQuestions.includes(q));
+  const same =
+    kernelQuestions.length > 0 &&
+    localQuestions.length === kernelQuestions.length &&
+    localQuestions.every((q, i) => q === kernelQuestions[i]);
+  if (same) {
+    return local
+      .filter(t => t.state === 'done' || t.state === 'failed')
+      .map(t => ({ ...t }));
+  }
+  return turnsFromHistory(history);
+}
+
+// --- text ----------------------------------------------------------------------------------
+
+const PHASES: { [phase in Phase]: string } = {
+  describing: 'Describing the frames',
+  asking: 'Asking the model',
+  running: 'Running in the sandbox',
+  fixing: 'Asking the model to fix the code',
+  checking: 'Checking the code in the sandbox',
+  loading: 'Loading'
+};
+
+/** A phase as the status line says it. */
+export function phaseLabel(phase: Phase | null, attempt = 1): string {
+  if (phase === null) {
+    return '';
+  }
+  const label = PHASES[phase] ?? String(phase);
+  return attempt > 1 ? `${label} (attempt ${attempt})` : label;
+}
+
+/** "3 s", "1 min 05 s". */
+export function formatElapsed(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) {
+    return `${s} s`;
+  }
+  const m = Math.floor(s / 60);
+  return `${m} min ${String(s % 60).padStart(2, '0')} s`;
+}
+
+/** "1,000 × 3" for a DataFrame, "1,000 rows" for a Series. */
+export function formatShape(shape: number[]): string {
+  const n = (v: number) => v.toLocaleString('en-US');
+  if (shape.length === 1) {
+    return `${n(shape[0])} rows`;
+  }
+  return shape.map(n).join(' × ');
+}
+
+/** The frame's tooltip: kind, shape and the first column names. */
+export function frameTitle(frame: IFrameInfo): string {
+  const cols = frame.columns.length ? `\ncolumns: ${frame.columns.join(', ')}` : '';
+  const more =
+    frame.shape.length > 1 && frame.shape[1] > frame.columns.length ? ', …' : '';
+  return `${frame.name}: ${frame.kind} ${formatShape(frame.shape)}${cols}${cols ? more : ''}`;
+}
+
+/** The host of an endpoint URL (the kernel usually sends the host already). */
+export function endpointHost(endpoint: string): string {
+  try {
+    return new URL(endpoint).host || endpoint;
+  } catch {
+    return endpoint;
+  }
+}
+
+/** The missing-key warning and how to fix it, or null when a key is set. */
+export function missingKeyMessage(status: IStatusInfo): string | null {
+  if (status.key_set) {
+    return null;
+  }
+  return (
+    'No API key: set OPENAI_API_KEY in the environment that starts Jupyter, or run ' +
+    "%config DataAgent.api_key = '…' in the notebook. For a local server (Ollama, " +
+    'vLLM…) set OPENAI_BASE_URL and any non-empty key.'
+  );
+}
+
+/** A one-line summary of a finished answer: model, time, tokens. */
+export function doneSummary(done: IDoneEvent): string {
+  const parts = [done.model, formatElapsed(done.elapsed)];
+  const tokens = done.usage.prompt_tokens + done.usage.completion_tokens;
+  if (tokens) {
+    parts.push(`${done.usage.prompt_tokens} → ${done.usage.completion_tokens} tokens`);
+  }
+  if (done.attempts > 1) {
+    parts.push(`${done.attempts} attempts`);
+  }
+  if (done.cached) {
+    parts.push('cached');
+  }
+  if (done.into) {
+    parts.push(`result in ${done.into}`);
+  }
+  return parts.filter(Boolean).join(' · ');
+}
+
+/** Markdown for a fenced code block whose fence cannot be closed by the code itself. */
+export function fenceCode(code: string, language = 'python'): string {
+  const longest = Math.max(0, ...(code.match(/`+/g) ?? []).map(run => run.length));
+  const fence = '`'.repeat(Math.max(3, longest + 1));
+  return `${fence}${language}\n${code.replace(/\n+$/, '')}\n${fence}\n`;
+}
+
+/** Terminal colour codes removed (tracebacks from the sandbox carry them). */
+export function stripAnsi(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+}
+
+/** Text escaped for HTML (for the rare place a string is not set as textContent). */
+export function escapeHtml(text: string): string {
+  return text
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+/** The MIME bundle to render for an output (a stream is plain text). */
+export function outputBundle(output: IOutputEvent): {
+  data: { [mime: string]: unknown };
+  metadata: { [key: string]: unknown };
+} {
+  if (output.kind === 'stream') {
+    const text = output.data['text/plain'];
+    return { data: { 'text/plain': typeof text === 'string' ? text : '' }, metadata: {} };
+  }
+  return { data: output.data ?? {}, metadata: output.metadata ?? {} };
+}
+
+// --- DOM -------------------------------------------------------------------------------------
+
+type Child = Node | string | null | undefined | false;
+
+/**
+ * A DOM element with attributes and children; strings become text nodes, so model text
+ * can never turn into markup here.
+ */
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: { [name: string]: string | boolean | undefined } = {},
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === false) {
+      continue;
+    }
+    if (name.startsWith('on')) {
+      throw new Error('h(): attach listeners with addEventListener');
+    }
+    el.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) {
+      continue;
+    }
+    el.appendChild(typeof child === 'string' ? document.createTextNode(child) : child);
+  }
+  return el;
+}

@@ -1,0 +1,224 @@
+"""A real JupyterLab server and headless Chromium for the side-panel tests.
+
+JupyterLab runs as its own ``jupyter-lab`` process on a free 127.0.0.1 port, with
+throwaway root, settings and workspace folders, and the labextension built from this
+checkout (``dataagent_jupyter/labextension``, put first on the labextensions path).
+Chromium is Debian's ``/usr/bin/chromium`` driven by Python playwright; no browser is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+LABEXTENSION = REPO / "dataagent_jupyter" / "labextension"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    """``jupyter-lab`` in a subprocess; ``stop()`` ends it by its PID."""
+
+    def __init__(self, base: Path, env: dict[str, str]) -> None:
+        self.base = base
+        self.root = base / "notebooks"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "jupyter-lab.log"
+        for sub in ("notebooks", "workspaces", "settings", "user-settings", "labext", "ipython"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        # no "Jupyter news" toast over the panel
+        (base / "settings" / "overrides.json").write_text(
+            json.dumps(
+                {
+                    "@jupyterlab/apputils-extension:notification": {
+                        "fetchNews": "false",
+                        "checkForUpdates": False,
+                    }
+                }
+            )
+        )
+        # this checkout's build, ahead of any installed copy
+        link = base / "labext" / "dataagent-jupyter"
+        if not link.exists():
+            link.symlink_to(LABEXTENSION, target_is_directory=True)
+        lab = Path(sys.executable).with_name("jupyter-lab")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                str(lab),
+                "--no-browser",
+                "--allow-root",
+                "--IdentityProvider.token=",
+                "--ServerApp.password=",
+                "--ServerApp.disable_check_xsrf=True",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--ServerApp.root_dir={self.root}",
+                "--LabApp.expose_app_in_browser=True",
+                f"--LabApp.workspaces_dir={base / 'workspaces'}",
+                f"--LabApp.app_settings_dir={base / 'settings'}",
+                f"--LabApp.user_settings_dir={base / 'user-settings'}",
+                f"--LabApp.extra_labextensions_path={base / 'labext'}",
+            ],
+            env={
+                **os.environ,
+                **env,
+                "IPYTHONDIR": str(base / "ipython"),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter-lab exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"jupyter-lab did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-20000:]
+
+    def api(self, method: str, path: str) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def delete_sessions(self) -> None:
+        """Shut down every kernel (sessions outlive the page that opened them)."""
+        for session in self.api("GET", "/api/sessions") or []:
+            try:
+                self.api("DELETE", f"/api/sessions/{session['id']}")
+            except urllib.error.URLError:
+                pass
+
+    def new_notebook(self, name: str, cells: list[str] | None = None) -> str:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+        }
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in (cells or [""])]
+        nbformat.write(nb, self.root / name)
+        return name
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+# --- page helpers (JupyterLab is exposed as window.jupyterapp) --------------------------
+
+NOTEBOOK = "jupyterapp.shell.currentWidget"
+#: the cells of the notebook on show (other notebooks' panels are hidden tabs)
+CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"
+
+
+def open_notebook(page: Any, lab: LabServer, name: str) -> None:
+    """Open ``name`` in a workspace of its own (no tabs restored from other tests)."""
+    workspace = Path(name).stem
+    page.goto(f"{lab.url}/lab/workspaces/{workspace}/tree/{name}")
+    page.locator(CELLS).first.wait_for(state="visible", timeout=60000)
+    wait_kernel_idle(page)
+
+
+def wait_kernel_idle(page: Any, timeout: float = 60000) -> None:
+    page.wait_for_function(
+        f"""() => {{
+            const nb = {NOTEBOOK};
+            const k = nb && nb.sessionContext && nb.sessionContext.session
+                && nb.sessionContext.session.kernel;
+            return k && k.status === 'idle';
+        }}""",
+        timeout=timeout,
+    )
+
+
+def cell_sources(page: Any) -> list[str]:
+    return page.evaluate(
+        f"() => {NOTEBOOK}.content.model.sharedModel.cells.map(c => c.getSource())"
+    )
+
+
+def run_in_last_cell(page: Any, code: str) -> None:
+    """Type ``code`` into the last cell and run it with Shift+Enter, like a user."""
+    page.locator(CELLS).last.locator(".cm-content").click()
+    page.keyboard.insert_text(code)
+    before = page.evaluate(
+        f"() => {NOTEBOOK}.content.model.sharedModel.cells"
+        ".filter(c => c.cell_type === 'code' && c.execution_count).length"
+    )
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        f"""() => {{
+            const nb = {NOTEBOOK};
+            const done = nb.content.model.sharedModel.cells
+                .filter(c => c.cell_type === 'code' && c.execution_count).length;
+            return done > {before} && nb.sessionContext.session.kernel.status === 'idle';
+        }}""",
+        timeout=60000,
+    )
+
+
+def open_panel(page: Any) -> Any:
+    """Open the Data Agent panel with its keyboard shortcut; the panel locator."""
+    page.keyboard.press("Escape")
+    page.keyboard.press("Alt+Shift+A")
+    panel = page.locator("#dataagent-panel")
+    panel.wait_for(state="visible", timeout=15000)
+    return panel
+
+
+def ask(panel: Any, question: str, mode: str = "insert") -> None:
+    panel.locator(".jp-DataAgent-mode").select_option(mode)
+    box = panel.locator(".jp-DataAgent-input")
+    box.fill(question)
+    box.press("Enter")
