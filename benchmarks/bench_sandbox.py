@@ -182,6 +182,57 @@ def _timed_run(box: Sandbox, code: str, frames: dict) -> float:
     return time.perf_counter() - started
 
 
+def bench_ask_run(outdir: str, repeat: int) -> None:
+    """``%%ask --run`` end to end (Session.ask, instant test LLM) to the first output."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from llm_server import LLMServer, Reply, code_answer
+
+    from dataagent_jupyter.events import Output
+    from dataagent_jupyter.session import Session
+
+    answer = code_answer("print(len(df))\nresult = df['a'].sum()\nresult")
+    frames = {"df": pd.DataFrame({"a": np.arange(1000.0)})}
+
+    def to_first_output(session: Session) -> float:
+        started = time.perf_counter()
+        first = None
+        for event in session.ask("how many rows?", frames=["df"], mode="run", use_cache=False):
+            if first is None and isinstance(event, Output):
+                first = time.perf_counter() - started
+        assert first is not None, "no output"
+        return first
+
+    with LLMServer(default=Reply(text=answer)) as server:
+        config = DataAgent(
+            base_url=server.url,
+            api_key=server.api_key,
+            output_dir=outdir,
+            data_dir=outdir,
+            cache=False,
+        )
+        warm_session = Session(config, frames, notebook="bench")
+        warm_session.sandbox.start_warm()
+        wait_idle(warm_session.sandbox)
+        to_first_output(warm_session)  # frames sent once, as on any first question
+        warm = [to_first_output(warm_session) for _ in range(repeat)]
+        warm_session.close()
+        cold = []
+        for _ in range(max(2, repeat // 4)):
+            session = Session(config, frames, notebook="bench")  # no warm child started
+            cold.append(to_first_output(session))
+            session.close()
+    warm_med, cold_med = statistics.median(warm) * 1000, statistics.median(cold) * 1000
+    table(
+        "%%ask --run to first output (test LLM answering instantly), ms",
+        ["child", "median", "min", "runs"],
+        [
+            ["warm", f"{warm_med:.1f}", f"{min(warm) * 1000:.1f}", str(len(warm))],
+            ["cold start", f"{cold_med:.1f}", f"{min(cold) * 1000:.1f}", str(len(cold))],
+        ],
+    )
+    print(f"warm is {cold_med / warm_med:.0f}x faster than cold (target: < 100 ms and >= 5x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1 GB frame")
@@ -190,6 +241,7 @@ def main() -> None:
     sizes = [10 * MB, 100 * MB] + ([] if args.quick else [1000 * MB])
     with tempfile.TemporaryDirectory() as outdir:
         bench_latency(outdir, args.repeat)
+        bench_ask_run(outdir, args.repeat)
         bench_transfer(outdir, sizes, repeat=3)
 
 

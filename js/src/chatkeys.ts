@@ -7,6 +7,13 @@
  * Enter. Without the labextension (VS Code), the Send button works as usual.
  */
 
+/**
+ * Milliseconds between Enter and the click. The textarea's value and the button click
+ * travel on different widget comms, which JupyterLab may send over different kernel
+ * subshells; without a pause the click can overtake the last keystrokes.
+ */
+export const SEND_DELAY_MS = 150;
+
 /** What a keydown in a chat textarea should do. */
 export type ChatKeyAction = 'send' | 'newline' | 'ignore';
 
@@ -62,9 +69,11 @@ export function installChatKeys(root: Document = document): () => void {
     if (action === 'send') {
       event.preventDefault();
       const button = sendButtonFor(target);
-      if (button && !button.disabled) {
-        button.click();
-      }
+      window.setTimeout(() => {
+        if (button && !button.disabled) {
+          button.click();
+        }
+      }, SEND_DELAY_MS);
     }
   };
   root.addEventListener('keydown', onKeyDown, true);

@@ -1,4 +1,9 @@
-import { chatKeyAction, installChatKeys, sendButtonFor } from '../chatkeys';
+import {
+  chatKeyAction,
+  installChatKeys,
+  SEND_DELAY_MS,
+  sendButtonFor
+} from '../chatkeys';
 
 const key = (over: Partial<KeyboardEventInit> = {}) => ({
   key: 'Enter',
@@ -39,6 +44,7 @@ function chat(): { textarea: HTMLTextAreaElement; button: HTMLButtonElement } {
 
 describe('installChatKeys', () => {
   it('clicks Send on Enter and stops the notebook from seeing it', () => {
+    jest.useFakeTimers();
     const { textarea, button } = chat();
     const remove = installChatKeys(document);
     const clicked = jest.fn();
@@ -47,8 +53,11 @@ describe('installChatKeys', () => {
     document.body.addEventListener('keydown', outer);
     const event = new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true });
     textarea.dispatchEvent(event);
+    expect(clicked).not.toHaveBeenCalled(); // the value sync goes first
+    jest.advanceTimersByTime(SEND_DELAY_MS);
     expect(clicked).toHaveBeenCalledTimes(1);
     expect(event.defaultPrevented).toBe(true);
+    jest.useRealTimers();
     expect(outer).not.toHaveBeenCalled();
     remove();
   });
@@ -64,9 +73,12 @@ describe('installChatKeys', () => {
       bubbles: true,
       cancelable: true
     });
+    jest.useFakeTimers();
     textarea.dispatchEvent(event);
+    jest.advanceTimersByTime(SEND_DELAY_MS * 2);
     expect(clicked).not.toHaveBeenCalled();
     expect(event.defaultPrevented).toBe(false);
+    jest.useRealTimers();
     remove();
   });
 
