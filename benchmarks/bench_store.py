@@ -95,8 +95,9 @@ def p95(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="repetitions per measurement")
+    parser.add_argument("--quick", action="store_true", help="50 repetitions (a smoke run)")
     args = parser.parse_args()
-    n = args.n
+    n = 50 if args.quick else args.n
     rows: list[tuple[str, int, list[float], str]] = []
     request = realistic_request()
     noop = lambda _text: None  # noqa: E731

@@ -70,7 +70,7 @@ def load(path: str, *, name: str | None = None, sheet: str | int | None = None) 
         namespace = shell.user_ns
     loaded = _load(path, name=name, sheet=sheet, namespace=namespace, max_mb=max_mb)
     if shell is not None:
-        from IPython.display import display
+        from .cell_output import show_rich
 
-        display(loaded)
+        show_rich(loaded)
     return loaded.frame

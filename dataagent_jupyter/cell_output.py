@@ -165,7 +165,7 @@ class CellOutput:
         if self.show_code:
             summary = f"Code (attempt {event.attempt})" if event.attempt > 1 else "Code"
             bundle["text/html"] = (
-                f"<div>{_markdown_to_html(md)}</div><details open><summary>{summary}"
+                f"<div>{_markdown_to_html(md)}</div><details><summary>{summary}"
                 f"</summary>{highlight(event.code)}</details>"
             )
             bundle["text/plain"] = plain + "\n\n" + event.code

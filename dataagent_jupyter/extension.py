@@ -286,4 +286,9 @@ def current(shell: Any | None = None) -> Extension:
                 "this needs a running IPython or Jupyter kernel.",
                 hint="Call it from a notebook, or load the extension: %load_ext dataagent",
             )
-    return Extension.load(shell)
+    existing = getattr(shell, _ATTR, None)
+    if existing is not None:
+        return existing
+    # through IPython's extension manager, so %unload_ext dataagent_jupyter undoes it
+    shell.extension_manager.load_extension("dataagent_jupyter")
+    return getattr(shell, _ATTR)

@@ -127,7 +127,7 @@ def _lookup(namespace: Mapping[str, Any], name: str) -> Any:
     for part in rest:
         try:
             obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
-        except (AttributeError, KeyError, TypeError):
+        except Exception:  # any failing lookup: user objects may raise anything
             raise FrameError(
                 f"'{name}' does not exist ('{part}' not found).", hint=_available_hint(namespace)
             ) from None
@@ -203,7 +203,7 @@ def fingerprint(obj: pd.DataFrame | pd.Series, *, sample: int = 256) -> str:
             hashed = pd.util.hash_pandas_object(part, index=True).to_numpy()
             h.update(hashed.tobytes())
         except (TypeError, ValueError):  # unhashable cells (lists, dicts): fall back to repr
-            h.update(repr(part.to_dict("split")).encode(errors="replace"))
+            h.update(repr(part.to_numpy().tolist()).encode(errors="replace"))
     return h.hexdigest()
 
 

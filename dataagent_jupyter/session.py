@@ -75,6 +75,7 @@ class _Turn:
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
     holds_lock: bool = False
+    privacy: str = "sample"
 
     @property
     def elapsed(self) -> float:
@@ -147,6 +148,9 @@ class Session:
         except errors.DataAgentError as exc:
             cancel.set()
             yield self._finish(turn, Failed(exc, code=turn.code, elapsed=turn.elapsed))
+        except Exception as exc:  # a bug of ours must still end in one clear message
+            cancel.set()
+            yield self._finish(turn, Failed(_internal(exc), code=turn.code, elapsed=turn.elapsed))
         finally:
             self._release(turn)
 
@@ -189,6 +193,10 @@ class Session:
             cancel.set()
             self._release(turn)
             yield Failed(exc, code=code, elapsed=turn.elapsed)
+        except Exception as exc:  # a bug of ours must still end in one clear message
+            cancel.set()
+            self._release(turn)
+            yield Failed(_internal(exc), code=code, elapsed=turn.elapsed)
         finally:
             self._release(turn)
 
@@ -241,7 +249,8 @@ class Session:
         try:
             self._history = store.History.open(path)
         except errors.DataAgentError as exc:
-            log.warning("history unavailable: %s", exc.message)
+            if getattr(self, "_history_dir", None) != path:  # say it once per folder
+                log.warning("history unavailable: %s", exc.message)
             self._history = None
         self._history_dir = path
         self._conversation = None
@@ -323,26 +332,38 @@ class Session:
             raise errors.UsageError(f"--into needs a valid variable name, not {into!r}.")
         if mode not in ("insert", "run"):
             raise errors.UsageError(f"mode must be 'insert' or 'run', not {mode!r}.")
+        if into is not None and mode != "run":
+            raise errors.UsageError(
+                "--into brings back the result of a run; add --run.",
+                hint="In insert mode the proposed cell leaves `result` in your namespace when "
+                "you run it.",
+            )
         self.tracker.update(self.namespace)
         found = find_frames(
             self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
         )
         yield Status("describing", f"{len(found)} frame(s)")
         self._restore()
+        turn.privacy = privacy or self.config.privacy
         budget = self.config.max_prompt_tokens
         descriptions = describe_many(
             found,
-            privacy=privacy or self.config.privacy,  # type: ignore[arg-type]
+            privacy=turn.privacy,  # type: ignore[arg-type]
             sample_rows=self.config.sample_rows,
             stats_sample=self.config.stats_sample,
             budget_tokens=int(budget * FRAMES_SHARE),
         )
         turn.frames = {d.name: d.fingerprint for d in descriptions}
         used = sum(d.tokens for d in descriptions)
+        history = (
+            self.turns
+            if turn.privacy != "schema"
+            else [PastTurn(t.question, t.code, schema_outcome(t.outcome)) for t in self.turns]
+        )
         messages = build_messages(
             turn.question,
             descriptions,
-            self.turns,
+            history,
             mode=mode,  # type: ignore[arg-type]
             max_history_turns=self.config.max_history_turns,
             history_budget_tokens=max(budget - used, 200),
@@ -384,7 +405,8 @@ class Session:
                         else None,
                     ) from None
                 self.metrics.record_fix_attempt()
-                messages = [*messages, {"role": "user", "content": fix_message(exc.traceback)}]
+                fix = fix_message(self._traceback_for_model(turn, exc))
+                messages = [*messages, {"role": "user", "content": fix}]
                 extracted, response = yield from self._answer(
                     backend, messages, turn, attempt + 1, cancel
                 )
@@ -594,6 +616,8 @@ class Session:
         error = event.error.message if isinstance(event, Failed) else None
         inserted = isinstance(event, Done) and event.mode == "insert"
         outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
+        if turn.privacy == "schema":
+            outcome = schema_outcome(outcome)
         if turn.code:
             self.turns.append(PastTurn(turn.question, turn.code, outcome))
         self._transcript.append(
@@ -633,10 +657,43 @@ class Session:
         )
         return event
 
+    def _traceback_for_model(self, turn: _Turn, exc: errors.ExecutionFailed) -> str:
+        """The traceback sent back for a fix. Under privacy='schema' the error message is
+        withheld (it may quote a cell value, "could not convert 'Alice'"); the exception
+        type and the failing lines of the model's own code are enough to fix most code."""
+        if turn.privacy != "schema":
+            return exc.traceback
+        marker = f"{exc.ename}:" if exc.ename else None
+        return "\n".join(
+            f"{exc.ename}: (message withheld: privacy='schema')"
+            if marker and ln.lstrip().startswith(marker)
+            else ln
+            for ln in exc.traceback.splitlines()
+        )
+
     def _release(self, turn: _Turn) -> None:
         if turn.holds_lock:
             turn.holds_lock = False
             self._busy.release()
+
+
+def _internal(exc: Exception) -> errors.DataAgentError:
+    """One clear message for an unexpected exception (a bug); details go to the log."""
+    log.debug("unexpected error in the Data Agent", exc_info=exc)
+    return errors.DataAgentError(
+        f"something went wrong inside the Data Agent: {type(exc).__name__}: {exc}",
+        hint="Your data is unchanged. Please report this; set "
+        "%config DataAgent.log_level = 'DEBUG' to see the details.",
+    )
+
+
+def schema_outcome(outcome: str) -> str:
+    """An outcome line without values, for privacy='schema' (no cell value leaves)."""
+    if outcome.startswith("ran ok"):
+        return "ran ok"
+    if outcome.startswith("failed"):
+        return "failed"
+    return outcome
 
 
 def _busy_failure() -> Failed:

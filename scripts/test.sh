@@ -25,7 +25,12 @@ step "python environment ($VENV)"
 export PATH="$PWD/$VENV/bin:$PATH"
 
 step "labextension is installed"
-jupyter labextension list 2>&1 | tee /dev/stderr | grep -q "dataagent-jupyter.*enabled.*OK"
+extensions=$(jupyter labextension list 2>&1)
+echo "$extensions"
+if ! grep "dataagent-jupyter.*enabled.*OK" <<<"$extensions" >/dev/null; then
+  echo "the dataagent-jupyter labextension is not installed and enabled" >&2
+  exit 1
+fi
 
 step "lint"
 ruff check .
@@ -35,7 +40,7 @@ step "TypeScript unit tests"
 (cd js && jlpm test)
 
 step "Python tests (kernels, sandbox, widget, browser)"
-DATAAGENT_REQUIRE_BROWSER=1 python -m pytest tests "$@"
+DATAAGENT_CI=1 python -m pytest tests "$@"
 
 step "example notebooks (nbval, replayed transcripts, no key)"
 env -u OPENAI_API_KEY python -m pytest --nbval-lax -p no:randomly notebooks/

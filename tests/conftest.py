@@ -67,15 +67,16 @@ def ip(llm_env: LLMServer, tmp_path: Path) -> Iterator:
     shell.config.pop("DataAgent", None)  # %config values set by the test
 
 
+#: markers whose tests must run in CI: a skip there would hide a whole suite
+REQUIRED_IN_CI = ("browser", "wheel", "kernel")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
-    """In CI (DATAAGENT_REQUIRE_BROWSER=1) a skipped browser test is a failure, not a pass."""
+    """In CI (DATAAGENT_CI=1) a skipped browser/wheel/kernel test is a failure, not a pass."""
     outcome = yield
     report = outcome.get_result()
-    if (
-        report.skipped
-        and os.environ.get("DATAAGENT_REQUIRE_BROWSER")
-        and item.get_closest_marker("browser") is not None
-    ):
+    required = [m for m in REQUIRED_IN_CI if item.get_closest_marker(m) is not None]
+    if report.skipped and os.environ.get("DATAAGENT_CI") and required:
         report.outcome = "failed"
-        report.longrepr = f"browser test was skipped but CI requires it: {report.longrepr}"
+        report.longrepr = f"{required[0]} test was skipped but CI requires it: {report.longrepr}"

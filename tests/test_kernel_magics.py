@@ -92,3 +92,33 @@ def test_unload_in_a_kernel_leaves_no_magic(kernel: Kernel) -> None:
     ex = kernel.execute("%%ask sales\nq?")
     assert "Cell magic `%%ask` not found" in ex.stderr
     kernel.execute("%load_ext dataagent_jupyter")
+
+
+def test_the_conversation_continues_after_a_kernel_restart(
+    server: LLMServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data = tmp_path_factory.mktemp("jupyter-data")
+    k = Kernel(
+        env={
+            "OPENAI_BASE_URL": server.url,
+            "OPENAI_API_KEY": server.api_key or "",
+            "JUPYTER_DATA_DIR": str(data),
+            "JPY_SESSION_NAME": "analysis.ipynb",
+        },
+        extra_args=["--DataAgent.warm_child=False"],
+    )
+    try:
+        setup = "%load_ext dataagent\nimport pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})"
+        assert k.execute(setup).ok
+        server.script(code_answer("result = df['a'].sum()"), code_answer("result = 1.5"))
+        assert k.execute("%%ask df\nsum of a?").ok
+        k.km.restart_kernel(now=True)
+        k.kc.wait_for_ready(timeout=60)
+        assert k.eval("'df' in globals()") == "False"  # a really fresh kernel
+        assert k.execute(setup).ok
+        assert k.execute("%%ask df\nand the mean?").ok
+        follow_up = server.chat_requests()[-1].messages
+        assert follow_up[1] == {"role": "user", "content": "sum of a?"}
+        assert "result = df['a'].sum()" in follow_up[2]["content"]
+    finally:
+        k.shutdown()

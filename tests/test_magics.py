@@ -133,6 +133,7 @@ def test_series_can_be_asked_about(ip, llm_env: LLMServer, sales) -> None:
         ("nosuch", "q?", errors.FrameError, "there is no variable named 'nosuch'"),
         ("n", "q?", errors.FrameError, "'n' is a int, not a pandas DataFrame or Series"),
         ("sales --into 1bad --run", "q?", errors.UsageError, "--into needs a valid variable name"),
+        ("sales --into out", "q?", errors.UsageError, "--into brings back the result of a run"),
     ],
 )
 def test_usage_errors_name_the_problem(ip, llm_env, sales, line, body, error, text) -> None:
@@ -324,3 +325,54 @@ def test_load_command_binds_a_frame_from_a_quoted_path(ip, llm_env, tmp_path) ->
     llm_env.script(code_answer("result = len(my_sales)"))
     ip.run_line_magic("ask", "how many rows?")
     assert "### my_sales_2" in llm_env.chat_requests()[0].text
+
+
+def test_load_function_returns_the_frame_and_binds_it(ip, tmp_path) -> None:
+    from IPython.utils.capture import capture_output
+
+    import dataagent_jupyter
+
+    path = tmp_path / "q1 sales.tsv"
+    path.write_text("a\tb\n1\t2\n3\t4\n")
+    ip.user_ns["q1_sales"] = "taken"
+    with capture_output() as cap:
+        frame = dataagent_jupyter.load(str(path))
+    assert frame.shape == (2, 2)
+    assert ip.user_ns["q1_sales"] == "taken"  # never overwritten
+    assert ip.user_ns["q1_sales_2"] is frame
+    assert "q1_sales_2" in cap.outputs[0].data["text/html"]
+
+
+def test_stats_match_what_the_endpoint_reported(ip, llm_env, sales) -> None:
+    from IPython.utils.capture import capture_output
+
+    llm_env.script(
+        Reply(text=code_answer("result = 1"), prompt_tokens=321, completion_tokens=45),
+        Reply(text=code_answer("result = 2"), prompt_tokens=400, completion_tokens=5),
+    )
+    ask(ip, "sales", "first?")
+    ask(ip, "sales", "second?")
+    ip.run_line_magic("dataagent", "reset")
+    ask(ip, "sales", "first?")  # answered from the cache: no tokens billed
+    stats = ip._dataagent_extension.session.metrics.snapshot()
+    assert stats.questions == 3
+    assert stats.cache_hits == 1
+    assert (stats.tokens_in, stats.tokens_out) == (721, 50)
+    with capture_output() as cap:
+        ip.run_line_magic("dataagent", "stats")
+    assert "721" in cap.outputs[0].data["text/html"]
+
+
+def test_chat_loads_the_extension_so_unload_ext_undoes_it(llm_env) -> None:
+    from IPython.testing.globalipapp import get_ipython
+
+    import dataagent_jupyter
+
+    shell = get_ipython()
+    widget = dataagent_jupyter.chat()
+    try:
+        assert shell.find_cell_magic("ask") is not None
+    finally:
+        widget.close()
+    shell.run_line_magic("unload_ext", "dataagent_jupyter")
+    assert shell.find_cell_magic("ask") is None

@@ -211,3 +211,33 @@ def test_status_reports_the_child_and_restart_replaces_it(kernel: Kernel) -> Non
     after = wait_idle(kernel)
     assert "Analysis kernel:** idle" in after
     assert f"(pid {pid}," not in after
+
+
+def test_schema_privacy_holds_in_the_fix_loop_and_follow_ups(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    server.script(
+        code_answer("raise ValueError('bad region ' + str(sales['region'].iloc[1]) + 'ZQX')"),
+        code_answer("result = str(sales['region'].iloc[1]) + 'ZQX'\nresult"),
+        code_answer("result = 1"),
+    )
+    ex = kernel.execute("%%ask sales --run --privacy schema\nfind the odd region")
+    assert ex.ok, ex.error
+    fix_request = server.chat_requests()[-1].text
+    assert "ValueError" in fix_request and "message withheld" in fix_request
+    assert "SZQX" not in fix_request and "bad region S" not in fix_request
+    kernel.execute("%%ask sales --run --privacy schema\nfollow up")
+    follow_up = server.chat_requests()[-1].text
+    assert "SZQX" not in follow_up  # the earlier result's value is not sent back
+    assert "ran ok" in follow_up
+
+
+def test_a_frame_that_cannot_be_copied_is_named(kernel: Kernel, server: LLMServer) -> None:
+    kernel.execute("import threading\nodd = pd.DataFrame({'lock': [threading.Lock()]})")
+    server.script(code_answer("result = len(odd)"))
+    ex = kernel.execute("%%ask odd --run\nhow many?")
+    assert not ex.ok
+    assert ex.error["ename"] == "FrameError"
+    message = "\n".join(ex.error["traceback"])
+    assert "'odd' holds a value that cannot be copied" in message
+    assert "Traceback" not in message

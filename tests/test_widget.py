@@ -29,15 +29,6 @@ LONG_EXPLANATION = (
 CODE = "result = sales.groupby('region')['revenue'].sum().sort_values(ascending=False)"
 
 
-def _sandbox_missing() -> str | None:
-    """Why run mode cannot be tested yet, or None when the sandbox is importable."""
-    try:
-        from dataagent_jupyter.sandbox import Sandbox  # noqa: F401
-    except ImportError as exc:
-        return f"the sandbox (dataagent_jupyter.sandbox.Sandbox) is not importable yet: {exc}"
-    return None
-
-
 # --- in-process ----------------------------------------------------------------------------
 
 
@@ -501,9 +492,6 @@ def test_kernel_close_removes_the_hook(kernel: Kernel) -> None:
 
 @pytest.mark.kernel
 def test_kernel_run_mode_shows_outputs_and_charts(kchat: KernelChat, server: LLMServer) -> None:
-    reason = _sandbox_missing()
-    if reason:
-        pytest.skip(reason)
     code = (
         "import matplotlib.pyplot as plt\n"
         "totals = sales.groupby('region')['revenue'].sum()\n"
@@ -533,9 +521,6 @@ def test_kernel_run_mode_shows_outputs_and_charts(kchat: KernelChat, server: LLM
 
 @pytest.mark.kernel
 def test_kernel_stop_interrupts_a_run(kchat: KernelChat, server: LLMServer) -> None:
-    reason = _sandbox_missing()
-    if reason:
-        pytest.skip(reason)
     server.script(code_answer("import time\nprint('started', flush=True)\ntime.sleep(60)"))
     kchat.ask("wait a minute")
     kchat.wait_idle()

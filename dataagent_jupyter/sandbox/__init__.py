@@ -277,6 +277,15 @@ def _write_frame(child: Child, name: str, obj: Any) -> tuple[str, int]:
         except OSError as exc:  # full after all: try the next folder
             last_error = exc
             _unlink_quietly(path)
+        except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+            # pickle refuses some cell values (open files, locks, lambdas, generators)
+            _unlink_quietly(path)
+            raise FrameError(
+                f"{name!r} holds a value that cannot be copied to the analysis kernel "
+                f"({type(exc).__name__}: {str(exc)[:200]}).",
+                hint="Drop or convert that column (e.g. df[col].astype(str)), or ask in "
+                "insert mode, which runs nothing in the sandbox.",
+            ) from None
     raise SandboxError(
         f"There is no room to copy {name!r} to the analysis kernel"
         + (f" ({last_error.strerror})" if last_error else "")
