@@ -190,6 +190,8 @@ class CellOutput:
         if event.usage.prompt_tokens or event.usage.completion_tokens:
             tokens = f" · {event.usage.prompt_tokens:,} → {event.usage.completion_tokens:,} tokens"
         cached = " · from cache" if event.cached else ""
+        if event.replayed:
+            cached = " · replayed from the transcript"
         attempts = f" · {event.attempts} attempts" if event.attempts > 1 else ""
         what = {
             "inserted": "Code proposed in a new cell below",

@@ -98,6 +98,7 @@ class Done:
     attempts: int = 1
     cached: bool = False
     into: str | None = None
+    replayed: bool = False
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class _Turn:
     answer: str = ""
     attempts: int = 0
     cached: bool = False
+    replayed: bool = False
     result_repr: str | None = None
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -454,7 +455,11 @@ class Session:
             turn.prompt_tokens = max(
                 turn.prompt_tokens, sum(len(m["content"]) for m in messages) // 4
             )
-            detail = f"{turn.model} at {endpoint_host(self.config.base_url)}"
+            detail = (
+                f"{turn.model} (replaying {os.path.basename(self.config.replay)})"
+                if self.config.replay
+                else f"{turn.model} at {endpoint_host(self.config.base_url)}"
+            )
             yield Status(phase, detail, attempt)
 
             def call(emit: Callable[[Event], None], request: ChatRequest = request) -> ChatResponse:
@@ -466,7 +471,8 @@ class Session:
             turn.usage = turn.usage + response.usage
             if response.source == "endpoint":
                 turn.billed = turn.billed + response.usage
-            turn.cached = turn.cached or response.source != "endpoint"
+            turn.cached = turn.cached or response.source == "cache"
+            turn.replayed = turn.replayed or response.source == "replay"
             turn.answer = response.text
             try:
                 return extract_code(response.text), response
@@ -603,6 +609,7 @@ class Session:
             attempts=max(turn.attempts, 1),
             cached=turn.cached,
             into=into,
+            replayed=turn.replayed,
         )
 
     def _finish(self, turn: _Turn, event: Done | Failed) -> Done | Failed:

@@ -376,3 +376,30 @@ def test_chat_loads_the_extension_so_unload_ext_undoes_it(llm_env) -> None:
         widget.close()
     shell.run_line_magic("unload_ext", "dataagent_jupyter")
     assert shell.find_cell_magic("ask") is None
+
+
+def test_record_then_replay_without_endpoint_or_key(
+    ip, llm_env, sales, tmp_path, monkeypatch
+) -> None:
+    from IPython.utils.capture import capture_output
+
+    transcript = tmp_path / "analysis.jsonl"
+    ip.run_line_magic("config", f"DataAgent.record = {str(transcript)!r}")
+    llm_env.script(code_answer("result = sales['revenue'].max()", "Take the max."))
+    ask(ip, "sales", "largest revenue?")
+    recorded = ip.rl_next_input
+    ip.run_line_magic("config", "DataAgent.record = None")
+    assert llm_env.api_key not in transcript.read_text()
+    llm_env.stop()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens
+    ip.run_line_magic("dataagent", "reset")
+    with capture_output():
+        ip.run_line_magic("dataagent", f"replay {transcript}")
+    with capture_output() as cap:
+        ask(ip, "sales", "largest revenue?")
+    assert ip.rl_next_input == recorded
+    statuses = [o.data["text/plain"] for o in cap.outputs if "text/plain" in o.data]
+    assert any("replayed from the transcript" in s for s in statuses)
+    with pytest.raises(errors.ReplayMiss, match="never asked"):
+        ask(ip, "sales", "never asked?")

@@ -186,14 +186,14 @@ class TranscriptReplayer:
 
     def _similar(self, request: ChatRequest) -> int | None:
         question = question_of(request.messages)
-        for index, exchange in enumerate(self.exchanges):
-            if (
-                index not in self._used
-                and exchange.model == request.model
-                and exchange.question == question
-            ):
-                return index
-        return None
+        matches = [
+            index
+            for index, exchange in enumerate(self.exchanges)
+            if exchange.model == request.model and exchange.question == question
+        ]
+        unused = [i for i in matches if i not in self._used]
+        # Re-running the notebook in the same kernel asks again: the last recorded answer.
+        return unused[0] if unused else (matches[-1] if matches else None)
 
     def _miss(self, request: ChatRequest) -> errors.ReplayMiss:
         question = " ".join(question_of(request.messages).split())

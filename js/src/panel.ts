@@ -318,7 +318,9 @@ export class DataAgentPanel extends Widget {
   private _renderStatus(agent: NotebookAgent | null): void {
     const status = agent?.status ?? null;
     this._statusText.textContent = status
-      ? `${status.model} · ${endpointHost(status.endpoint)}`
+      ? status.replay
+        ? `${status.model} · replaying ${basename(status.replay)}`
+        : `${status.model} · ${endpointHost(status.endpoint)}`
       : '';
     this._statusText.title = status
       ? `model ${status.model} at ${status.endpoint}; privacy ${status.privacy}; ` +
@@ -460,4 +462,9 @@ export class DataAgentPanel extends Widget {
     { class: 'jp-Button jp-mod-styled jp-mod-accept jp-DataAgent-ask', type: 'submit' },
     'Ask'
   );
+}
+
+/** The file name of a path, for the status line. */
+function basename(path: string): string {
+  return path.split(/[\\/]/).pop() || path;
 }

@@ -131,6 +131,8 @@ export interface IDoneEvent {
   attempts: number;
   cached: boolean;
   into: string | null;
+  /** answered from a record/replay transcript (newer kernels send it) */
+  replayed?: boolean;
 }
 
 export interface IFailedEvent {

@@ -254,7 +254,9 @@ export function doneSummary(done: IDoneEvent): string {
   if (done.attempts > 1) {
     parts.push(`${done.attempts} attempts`);
   }
-  if (done.cached) {
+  if (done.replayed) {
+    parts.push('replayed');
+  } else if (done.cached) {
     parts.push('cached');
   }
   if (done.into) {
