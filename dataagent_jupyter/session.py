@@ -506,9 +506,15 @@ class Session:
         sandbox = self.sandbox
 
         def run(emit: Callable[[Event], None]) -> None:
+            shown: set[str] = set()
             for output in sandbox.run(code, found, attempt=attempt, cancel=cancel):
+                text = str(output.data.get("text/plain", ""))
+                if output.kind == "display":
+                    shown.add(text)
                 if output.kind == "result":
-                    turn.result_repr = str(output.data.get("text/plain", ""))[:300]
+                    turn.result_repr = text[:300]
+                    if text in shown:  # the code ended with `result`: already on screen
+                        continue
                 emit(output)
 
         try:

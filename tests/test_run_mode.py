@@ -60,7 +60,7 @@ def test_run_shows_text_table_chart_and_result(kernel: Kernel, server: LLMServer
     pngs = ex.data("image/png")
     assert pngs and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     tables = [h for h in ex.data("text/html") if "<table" in h]
-    assert tables and "revenue" in tables[-1]
+    assert len(tables) == 1 and "revenue" in tables[0]  # `result` shown once, not twice
     statuses = [x for x in ex.data("text/plain") if x.startswith(("⏳", "✓"))]
     assert any("Running" in s for s in statuses)
     assert statuses[-1].startswith("✓ Done in")
@@ -241,3 +241,13 @@ def test_a_frame_that_cannot_be_copied_is_named(kernel: Kernel, server: LLMServe
     message = "\n".join(ex.error["traceback"])
     assert "'odd' holds a value that cannot be copied" in message
     assert "Traceback" not in message
+
+
+def test_result_is_shown_even_when_the_code_does_not_end_with_it(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    server.script(code_answer("result = sales[['revenue']].describe()"))
+    ex = kernel.execute("%%ask sales --run\nsummary of revenue")
+    assert ex.ok, ex.error
+    tables = [h for h in ex.data("text/html") if "<table" in h]
+    assert len(tables) == 1 and "mean" in tables[0]
