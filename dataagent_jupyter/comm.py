@@ -170,7 +170,8 @@ class _Channel:
         self.send({"type": "frames", "frames": [f.to_json() for f in session.list_frames()]})
 
     def _status(self, data: dict[str, Any]) -> None:
-        self.send({"type": "status", **self.registration.get_session().status_info()})
+        session = self.registration.get_session()
+        self.send({"type": "status", **session.status_info(), "history": session.transcript()})
 
     def _reset(self, data: dict[str, Any]) -> None:
         self.registration.get_session().reset()

@@ -8,6 +8,7 @@ so ``%unload_ext`` leaves nothing behind. ``%load_ext dataagent`` and
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from IPython.display import display
@@ -53,6 +54,7 @@ class Extension:
         shell.register_magics(ext.magics)
         shell.configurables.append(ext.config)
         ext._add_hook("post_run_cell", ext._after_cell)
+        shell.input_transformer_manager.line_transforms.append(ask_line_transform)
         ext.session.tracker.update(shell.user_ns)
         ext._register_comm()
         setattr(shell, _ATTR, ext)
@@ -72,6 +74,9 @@ class Extension:
         manager.registry.pop(type(self.magics).__name__, None)
         if self.config in shell.configurables:
             shell.configurables.remove(self.config)
+        transforms = shell.input_transformer_manager.line_transforms
+        while ask_line_transform in transforms:
+            transforms.remove(ask_line_transform)
         for event, callback in self._hooks:
             try:
                 shell.events.unregister(event, callback)
@@ -261,6 +266,28 @@ _HELP = """\
 | `%dataagent replay PATH` | answer from a recorded transcript (no key needed) |
 | `%config DataAgent` | every option with its help |
 """
+
+
+_ASK_LINE = re.compile(r"^([ \t]*)%ask[ \t]+(\S.*?)[ \t]*$")
+
+
+def ask_line_transform(lines: list[str]) -> list[str]:
+    """Let ``%ask how many rows have no price?`` be a question, not a help request.
+
+    IPython reads a line ending in ``?`` as ``object?`` help before magics are expanded,
+    so the question above would show "Object `price` not found". Questions end in ``?``;
+    this rewrites such a line into the explicit call first. ``%ask?`` (help for the
+    magic) and ``%%ask`` cells are left alone.
+    """
+    out = []
+    for line in lines:
+        match = _ASK_LINE.match(line.rstrip("\r\n"))
+        if match and match.group(2).endswith("?"):
+            indent, question = match.groups()
+            out.append(f"{indent}get_ipython().run_line_magic('ask', {question!r})\n")
+        else:
+            out.append(line)
+    return out
 
 
 def _int_arg(args: list[str], *, default: int, what: str) -> int:

@@ -310,3 +310,18 @@ def test_kernel_can_insert_a_cell_without_the_panel(page: Any, lab: LabServer) -
     page.locator(CELLS).last.locator(".cm-content").click()
     run_in_last_cell(page, "print(acks)")
     expect(page.locator(".jp-OutputArea-output").last).to_contain_text("[True]")
+
+
+def test_questions_asked_with_the_magic_appear_in_the_panel(
+    page: Any, lab: LabServer, llm: LLMServer
+) -> None:
+    panel = notebook_with_sales(page, lab, "shared.ipynb")
+    expect(panel.locator(".jp-DataAgent-frame[data-frame='sales']")).to_be_visible()
+    llm.script(code_answer("result = sales['revenue'].mean()", "Average it."))
+    run_in_last_cell(page, "%load_ext dataagent\n%ask what is the mean revenue?")
+    # one history per notebook: the magic's turn shows up in the panel after the cell ran
+    turn = panel.locator(".jp-DataAgent-turn").last
+    expect(turn.locator(".jp-DataAgent-question")).to_have_text(
+        "what is the mean revenue?", timeout=20_000
+    )
+    expect(turn.locator(".jp-DataAgent-codeBlock")).to_contain_text("sales['revenue'].mean()")

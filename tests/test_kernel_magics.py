@@ -122,3 +122,19 @@ def test_the_conversation_continues_after_a_kernel_restart(
         assert "result = df['a'].sum()" in follow_up[2]["content"]
     finally:
         k.shutdown()
+
+
+def test_a_line_question_ending_in_a_question_mark_is_asked(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    kernel.execute("%load_ext dataagent")
+    server.script(code_answer("result = sales['revenue'].isna().sum()\nresult"))
+    ex = kernel.execute("%ask how many rows have no revenue?")
+    assert ex.ok, ex.error
+    assert "not found" not in ex.text
+    assert ex.next_input is not None
+    assert ex.next_input.startswith("# dataagent: how many rows have no revenue?")
+    # %ask? is still the magic's help
+    help_text = kernel.execute("%ask?")
+    shown = "".join(p.get("data", {}).get("text/plain", "") for p in help_text.payloads)
+    assert "--run" in shown

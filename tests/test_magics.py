@@ -238,6 +238,10 @@ def test_unload_removes_every_magic_and_hook(ip) -> None:
     assert all(type(c).__name__ != "DataAgent" for c in ip.configurables)
     assert len(ip.events.callbacks["post_run_cell"]) == hooks_before - 1
     assert not hasattr(ip, "_dataagent_extension")
+    assert all(
+        getattr(t, "__name__", "") != "ask_line_transform"
+        for t in ip.input_transformer_manager.line_transforms
+    )
     # loading under the other name works and is the same extension
     ip.run_line_magic("load_ext", "dataagent")
     assert ip.find_cell_magic("ask") is not None

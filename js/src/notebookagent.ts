@@ -246,6 +246,10 @@ export class NotebookAgent implements IDisposable {
     });
     client.statusChanged.connect((_, status) => {
       this.status = status;
+      if (status.history && !this._active) {
+        // questions asked by %%ask or the chat widget since the last refresh
+        this.turns = mergeHistory(this.turns, status.history);
+      }
       this._changed.emit();
     });
     this.status = hello.status;

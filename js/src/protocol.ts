@@ -44,6 +44,8 @@ export interface IStatusInfo {
   sandbox: ISandboxInfo | null;
   replay?: string | null;
   record?: string | null;
+  /** the conversation so far (status replies carry it, so the panel sees %%ask turns) */
+  history?: IHistoryTurn[];
 }
 
 export interface IHistoryTurn {

@@ -154,26 +154,45 @@ export function turnsFromHistory(history: IHistoryTurn[]): ITurn[] {
 }
 
 /**
- * The turns to show when a notebook's panel (re)connects: the richer local copy (outputs,
- * errors) when it tells the same story as the kernel's history, else the kernel's history.
- * The kernel is the authority on which questions were asked (a reset or restart empties it).
+ * The turns to show when a notebook's panel (re)connects or refreshes: the kernel's
+ * history is the authority on which questions were asked (a reset or restart empties it;
+ * `%%ask` and the chat widget add to it), and each of them is shown from the richer local
+ * copy (outputs, errors) when the panel has one. Local "Run in sandbox" turns stay after
+ * the question they belong to.
  */
 export function mergeHistory(local: ITurn[], history: IHistoryTurn[]): ITurn[] {
-  const kernelQuestions = history.map(h => h.question);
-  const localQuestions = local
-    .filter(t => t.kind === 'ask' && (t.state === 'done' || t.state === 'failed'))
-    .map(t => t.question.trim())
-    .filter(q => kernelQuestions.includes(q));
-  const same =
-    kernelQuestions.length > 0 &&
-    localQuestions.length === kernelQuestions.length &&
-    localQuestions.every((q, i) => q === kernelQuestions[i]);
-  if (same) {
-    return local
-      .filter(t => t.state === 'done' || t.state === 'failed')
-      .map(t => ({ ...t }));
+  if (history.length === 0) {
+    return [];
   }
-  return turnsFromHistory(history);
+  const fromKernel = turnsFromHistory(history);
+  const finished = local.filter(t => t.state === 'done' || t.state === 'failed');
+  const merged: ITurn[] = [];
+  let next = 0; // the first kernel turn not shown yet
+  let kept = false; // whether the last local ask was kept (its runs follow it)
+  for (const turn of finished) {
+    if (turn.kind !== 'ask') {
+      if (kept) {
+        merged.push({ ...turn });
+      }
+      continue;
+    }
+    const question = turn.question.trim();
+    let found = -1;
+    for (let i = next; i < history.length; i++) {
+      if (history[i].question.trim() === question) {
+        found = i;
+        break;
+      }
+    }
+    kept = found >= 0;
+    if (!kept) {
+      continue; // asked before a reset, or in another kernel
+    }
+    merged.push(...fromKernel.slice(next, found), { ...turn });
+    next = found + 1;
+  }
+  merged.push(...fromKernel.slice(next));
+  return merged;
 }
 
 // --- text ----------------------------------------------------------------------------------

@@ -136,6 +136,18 @@ describe('history', () => {
     expect(merged.map(t => t.id)).toEqual(['a', 'r', 'b']);
   });
 
+  it('adds questions asked elsewhere (%%ask, the widget) between the local ones', () => {
+    const local = [
+      { ...newTurn('a', 'ask', 'q1', 'insert'), state: 'done' as const, code: 'a = 1' },
+      { ...newTurn('r', 'run', 'a = 1', 'run'), state: 'done' as const }
+    ];
+    const more = [...history, { question: 'q3', explanation: '', code: 'c = 3', outcome: 'ok' }];
+    const merged = mergeHistory(local, more);
+    expect(merged.map(t => t.question)).toEqual(['q1', 'a = 1', 'q2', 'q3']);
+    expect(merged[0].id).toBe('a'); // the local copy, with its outputs
+    expect(merged[3].code).toBe('c = 3');
+  });
+
   it('follows the kernel when the stories differ (reset, restart, other tab)', () => {
     const local = [{ ...newTurn('a', 'ask', 'old question', 'insert'), state: 'done' as const }];
     expect(mergeHistory(local, history).map(t => t.question)).toEqual(['q1', 'q2']);
