@@ -283,7 +283,7 @@ class _Channel:
         try:
             payload = event_to_json(event)
         except Exception as exc:  # an unserialisable event must not kill the stream
-            log.exception("could not encode %r", event)
+            log.exception("could not encode a %s event", type(event).__name__)
             payload = event_to_json(
                 Failed(errors.DataAgentError(f"an event could not be sent to the panel: {exc}"))
             )
