@@ -47,7 +47,17 @@ def free_port() -> int:
 class LabServer:
     """``jupyter-lab`` in a subprocess; ``stop()`` ends it by its PID."""
 
-    def __init__(self, base: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        env: dict[str, str],
+        *,
+        kernel_config: str = "",
+        disabled_labextensions: tuple[str, ...] = (),
+    ) -> None:
+        """Start it; ``kernel_config`` goes to this server's kernels only (a private
+        IPython profile), ``disabled_labextensions`` are off for this server only (a front
+        end without them, as VS Code is without ours)."""
         self.base = base
         self.root = base / "notebooks"
         self.port = free_port()
@@ -65,6 +75,14 @@ class LabServer:
                     }
                 }
             )
+        )
+        profile = base / "ipython" / "profile_default"
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / "ipython_kernel_config.py").write_text(kernel_config)
+        labconfig = base / "config" / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {name: True for name in disabled_labextensions}})
         )
         # this checkout's build, ahead of any installed copy
         link = base / "labext" / "dataagent-jupyter"
@@ -94,6 +112,7 @@ class LabServer:
                 **os.environ,
                 **env,
                 "IPYTHONDIR": str(base / "ipython"),
+                "JUPYTER_CONFIG_DIR": str(base / "config"),
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             },
             stdout=self._log,

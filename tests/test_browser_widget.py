@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, LabServer
 from llm_server import LLMServer, Reply, code_answer
 from playwright.sync_api import expect
-from widget_helpers import CHROMIUM, CHROMIUM_ARGS, LabServer
 
 from dataagent_jupyter.widget import FALLBACK_INSERT
 
@@ -67,22 +66,11 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LabSer
     Parametrized indirectly with "without-labextension" it serves the same page with the
     project's labextension turned off: a front end that cannot insert cells for a button.
     """
-    root = tmp_path / "root"
-    root.mkdir()
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell(SHOW)]
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(notebook, root / "chat.ipynb")
     without = getattr(request, "param", "") == "without-labextension"
     with LLMServer(default=Reply(text=code_answer(CODE, EXPLANATION), chunk_delay=0.02)) as llm:
         server = LabServer(
-            root,
-            tmp_path / "private",
-            env={
+            tmp_path / "lab",
+            {
                 "OPENAI_BASE_URL": llm.url,
                 "OPENAI_API_KEY": llm.api_key or "",
                 "MPLBACKEND": "Agg",
@@ -92,6 +80,7 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LabSer
             kernel_config="c.DataAgent.warm_child = False\n",
             disabled_labextensions=("dataagent-jupyter",) if without else (),
         )
+        server.new_notebook("chat.ipynb", cells=[SETUP, SHOW])
         try:
             yield server, llm
         finally:
