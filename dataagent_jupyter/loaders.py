@@ -1153,6 +1153,43 @@ def _read_delimited(src: _Source, info: _Info, text: str) -> pd.DataFrame:
         return pd.read_csv(io.StringIO(text), sep=delimiter, header=None, nrows=1, dtype=str)
 
     _check_frame(frame, src, info, raw_header=raw_header)
+    if delimiter != ",":
+        frame = _decimal_commas(frame, info)
+    return frame
+
+
+# Numbers written the continental way: "1 204,50", "1.204,50", "830,00", "-0,5".
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d{1,3}(?:[ .\u00a0\u202f']?\d{3})*(?:,\d+)?$")
+
+
+def _decimal_commas(frame: pd.DataFrame, info: _Info) -> pd.DataFrame:
+    """Text columns that are all decimal-comma numbers become float columns (with a note).
+
+    Files split by ';' or tabs usually come from locales that write 1 204,50; pandas
+    keeps those as strings. A column is converted only when every non-empty value has
+    that shape and at least one uses a comma, so codes such as "007" stay text.
+    """
+    converted: list[str] = []
+    for position, column in enumerate(frame.columns):
+        values = frame.iloc[:, position]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        present = values.dropna().astype(str).str.strip()
+        present = present[present != ""]
+        if present.empty or not present.str.contains(",", regex=False).any():
+            continue
+        if not present.map(lambda v: bool(_DECIMAL_COMMA.match(v))).all():
+            continue
+        numbers = (
+            values.astype("string")
+            .str.strip()
+            .str.replace(r"[ .\u00a0\u202f']", "", regex=True)
+            .str.replace(",", ".", regex=False)
+        )
+        frame.isetitem(position, pd.to_numeric(numbers, errors="coerce").astype("float64"))
+        converted.append(str(column))
+    if converted:
+        info.notes.append("decimal commas read as numbers in: " + ", ".join(converted))
     return frame
 
 

@@ -290,11 +290,25 @@ def test_delimiter_is_sniffed_and_reported(
     assert f"delimiter {said} detected" in result.notes
 
 
-def test_semicolon_file_with_decimal_commas_splits_on_semicolons(tmp_path: Path) -> None:
-    text = "name;price;qty\nA;1,5;2\nB;2,25;3\nC;10;4\n"
-    frame = load(write(tmp_path, "prices.csv", text)).frame
-    assert list(frame.columns) == ["name", "price", "qty"]
-    assert frame["price"].tolist() == ["1,5", "2,25", "10"]
+def test_semicolon_file_with_decimal_commas_reads_numbers(tmp_path: Path) -> None:
+    text = (
+        "name;price;qty;code;mixed;total\n"
+        "A;1,5;2;007;1,5;1 204,50\n"
+        "B;2,25;3;010;abc;1.391,25\n"
+        "C;10;4;120;2,0;\n"
+    )
+    result = load(write(tmp_path, "prices.csv", text))
+    frame = result.frame
+    assert list(frame.columns) == ["name", "price", "qty", "code", "mixed", "total"]
+    assert frame["price"].tolist() == [1.5, 2.25, 10.0]
+    assert frame["total"].iloc[:2].tolist() == [1204.5, 1391.25]
+    assert frame["total"].isna().iloc[2]
+    assert frame["code"].tolist() == [7, 10, 120]  # pandas' own integer reading, untouched
+    assert frame["mixed"].tolist() == ["1,5", "abc", "2,0"]  # not all numbers: stays text
+    assert "decimal commas read as numbers in: price, total" in result.notes
+    # a comma-separated file never gets this treatment (its commas split the fields)
+    plain = load(write(tmp_path, "plain.csv", 'a,b\n"1,5",x\n')).frame
+    assert plain["a"].tolist() == ["1,5"]
 
 
 def test_tsv_and_txt_files(tmp_path: Path) -> None:
