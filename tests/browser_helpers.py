@@ -54,10 +54,12 @@ class LabServer:
         *,
         kernel_config: str = "",
         disabled_labextensions: tuple[str, ...] = (),
+        app: str = "lab",
     ) -> None:
         """Start it; ``kernel_config`` goes to this server's kernels only (a private
         IPython profile), ``disabled_labextensions`` are off for this server only (a front
-        end without them, as VS Code is without ours)."""
+        end without them, as VS Code is without ours); ``app="notebook"`` serves
+        Notebook 7 instead of JupyterLab, with the same extensions."""
         self.base = base
         self.root = base / "notebooks"
         self.port = free_port()
@@ -88,7 +90,9 @@ class LabServer:
         link = base / "labext" / "dataagent-jupyter"
         if not link.exists():
             link.symlink_to(LABEXTENSION, target_is_directory=True)
-        lab = Path(sys.executable).with_name("jupyter-lab")
+        self.app = app
+        lab = Path(sys.executable).with_name("jupyter-lab" if app == "lab" else "jupyter-notebook")
+        cls = "LabApp" if app == "lab" else "JupyterNotebookApp"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -102,11 +106,11 @@ class LabServer:
                 f"--port={self.port}",
                 "--ServerApp.port_retries=0",
                 f"--ServerApp.root_dir={self.root}",
-                "--LabApp.expose_app_in_browser=True",
-                f"--LabApp.workspaces_dir={base / 'workspaces'}",
-                f"--LabApp.app_settings_dir={base / 'settings'}",
-                f"--LabApp.user_settings_dir={base / 'user-settings'}",
-                f"--LabApp.extra_labextensions_path={base / 'labext'}",
+                f"--{cls}.expose_app_in_browser=True",
+                f"--{cls}.workspaces_dir={base / 'workspaces'}",
+                f"--{cls}.app_settings_dir={base / 'settings'}",
+                f"--{cls}.user_settings_dir={base / 'user-settings'}",
+                f"--{cls}.extra_labextensions_path={base / 'labext'}",
             ],
             env={
                 **os.environ,

@@ -66,7 +66,8 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LabSer
     Parametrized indirectly with "without-labextension" it serves the same page with the
     project's labextension turned off: a front end that cannot insert cells for a button.
     """
-    without = getattr(request, "param", "") == "without-labextension"
+    variant = getattr(request, "param", "")
+    without = variant == "without-labextension"
     with LLMServer(default=Reply(text=code_answer(CODE, EXPLANATION), chunk_delay=0.02)) as llm:
         server = LabServer(
             tmp_path / "lab",
@@ -79,6 +80,7 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LabSer
             },
             kernel_config="c.DataAgent.warm_child = False\n",
             disabled_labextensions=("dataagent-jupyter",) if without else (),
+            app="notebook" if variant == "notebook7" else "lab",
         )
         server.new_notebook("chat.ipynb", cells=[SETUP, SHOW])
         try:
@@ -110,7 +112,8 @@ def page(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 def open_chat(server: LabServer, page: Any) -> None:
     """Open the notebook, wait for its kernel, run every cell: the chat shows."""
-    page.goto(f"{server.url}/lab/tree/chat.ipynb")
+    where = "lab/tree" if server.app == "lab" else "notebooks"
+    page.goto(f"{server.url}/{where}/chat.ipynb")
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     page.wait_for_function(KERNEL_IDLE_JS)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -125,7 +128,7 @@ def ask(page: Any, question: str) -> Any:
     return page.locator(".dataagent-chat-answer").last
 
 
-@pytest.mark.parametrize("lab", ["with-labextension"], indirect=True)
+@pytest.mark.parametrize("lab", ["with-labextension", "notebook7"], indirect=True)
 def test_chat_answers_and_inserts_a_cell(lab: tuple[LabServer, LLMServer], page: Any) -> None:
     server, llm = lab
     open_chat(server, page)
@@ -149,14 +152,12 @@ def test_chat_answers_and_inserts_a_cell(lab: tuple[LabServer, LLMServer], page:
     expect(page.locator(".dataagent-chat-input textarea")).to_have_value("")
 
     assert page.evaluate(CELLS_JS) == [SETUP, SHOW]
+    assert page.evaluate(HAS_LABEXTENSION_JS), "the labextension is not loaded"
     page.click(".dataagent-chat-insert")
     expected = f"# dataagent: which region sells most?\n{CODE}\n"
-    if page.evaluate(HAS_LABEXTENSION_JS):
-        # the labextension inserts the cell right below the chat's cell
-        answer.get_by_text("Inserted a new cell below the chat").wait_for()
-        assert page.evaluate(CELLS_JS) == [SETUP, SHOW, expected]
-    else:  # the labextension is not built: the fallback is all this front end offers
-        answer.get_by_text(FALLBACK_INSERT.split(";")[0]).wait_for()
+    # the labextension inserts the cell right below the chat's cell
+    answer.get_by_text("Inserted a new cell below the chat").wait_for()
+    assert page.evaluate(CELLS_JS) == [SETUP, SHOW, expected]
 
 
 @pytest.mark.parametrize("lab", ["without-labextension"], indirect=True)
