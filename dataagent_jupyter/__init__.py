@@ -60,13 +60,12 @@ def load(path: str, *, name: str | None = None, sheet: str | int | None = None) 
     from .loaders import load as _load
 
     shell = get_ipython()
-    namespace = shell.user_ns if shell is not None else None
+    namespace = None
     max_mb = 200.0
     if shell is not None:
         from .extension import current
 
-        ext = current(shell)
-        max_mb = ext.config.max_upload_mb
+        max_mb = current(shell).config.max_upload_mb
         namespace = shell.user_ns
     loaded = _load(path, name=name, sheet=sheet, namespace=namespace, max_mb=max_mb)
     if shell is not None:

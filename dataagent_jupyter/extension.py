@@ -14,7 +14,7 @@ from typing import Any
 from IPython.display import display
 from traitlets import TraitError
 
-from . import errors, store
+from . import comm, errors, store
 from ._version import __version__
 from .cell_output import show_markdown, show_rich
 from .config import DataAgent
@@ -84,12 +84,9 @@ class Extension:
                 pass
         self._hooks.clear()
         self._unregister_comm()
-        try:
-            from .widget import close_all
-        except ImportError:  # pragma: no cover - ipywidgets is a dependency
-            pass
-        else:
-            close_all(self)
+        from .widget import close_all  # lazily: ipywidgets loads only with a chat
+
+        close_all(self)
         self.session.close()
         if getattr(shell, _ATTR, None) is self:
             delattr(shell, _ATTR)
@@ -102,22 +99,12 @@ class Extension:
         self.session.tracker.update(self.shell.user_ns)
 
     def _register_comm(self) -> None:
-        if getattr(self.shell, "kernel", None) is None:
-            return
-        try:
-            from . import comm
-        except ImportError:
-            return
-        comm.register(self.shell, lambda: self.session)
+        if getattr(self.shell, "kernel", None) is not None:  # comms need a kernel
+            comm.register(self.shell, lambda: self.session)
 
     def _unregister_comm(self) -> None:
-        if getattr(self.shell, "kernel", None) is None:
-            return
-        try:
-            from . import comm
-        except ImportError:
-            return
-        comm.unregister(self.shell)
+        if getattr(self.shell, "kernel", None) is not None:
+            comm.unregister(self.shell)
 
     # --- asking ----------------------------------------------------------------------
     def ask(self, question: str, **options: Any) -> None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
 
 from . import errors
 from .cell_output import CellOutput
@@ -213,8 +212,3 @@ def cell_text(question: str, code: str, *, failed: bool = False) -> str:
         first = first[:99] + "…"
     tag = "dataagent (failed, review it)" if failed else "dataagent"
     return f"# {tag}: {first}\n{code.rstrip()}\n"
-
-
-def show(obj: Any) -> None:
-    """Display through the display system (renders the same in every front end)."""
-    display(obj)

@@ -96,6 +96,8 @@ class Session:
         self.tracker = FrameTracker()
         self.turns: list[PastTurn] = []
         self._transcript: list[dict[str, Any]] = []
+        self._history_dir: str | None = None  # the data_dir the open history belongs to
+        self._restored = False  # earlier turns of this notebook were read back
         self._sandbox: Any = None
         self._sandbox_lock = threading.Lock()
         # one question or run at a time per session, whichever front end asks
@@ -243,14 +245,14 @@ class Session:
     def history(self) -> store.History | None:
         """The SQLite history under ``DataAgent.data_dir`` (None if it cannot be opened)."""
         path = self.config.data_dir
-        if self._history is not None and getattr(self, "_history_dir", None) == path:
+        if self._history is not None and self._history_dir == path:
             return self._history
         if self._history is not None:
             self._history.close()
         try:
             self._history = store.History.open(path)
         except errors.DataAgentError as exc:
-            if getattr(self, "_history_dir", None) != path:  # say it once per folder
+            if self._history_dir != path:  # say it once per folder
                 log.warning("history unavailable: %s", exc.message)
             self._history = None
         self._history_dir = path
@@ -268,7 +270,7 @@ class Session:
 
     def _restore(self) -> None:
         """After a kernel restart, bring back the follow-up context of this notebook."""
-        if getattr(self, "_restored", False) or self.turns:
+        if self._restored or self.turns:
             return
         self._restored = True
         history, conversation = self.history, self.conversation
@@ -278,16 +280,7 @@ class Session:
             outcome = outcome_summary(
                 t.result or None, error=t.error, inserted=t.outcome in ("inserted", "proposed")
             )
-            if t.code:
-                self.turns.append(PastTurn(t.question, t.code, outcome))
-            self._transcript.append(
-                {
-                    "question": t.question,
-                    "explanation": t.answer,
-                    "code": t.code,
-                    "outcome": outcome,
-                }
-            )
+            self._remember(t.question, t.answer, t.code, outcome)
 
     @property
     def sandbox(self) -> Any:
@@ -631,16 +624,7 @@ class Session:
         outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
         if turn.privacy == "schema":
             outcome = schema_outcome(outcome)
-        if turn.code:
-            self.turns.append(PastTurn(turn.question, turn.code, outcome))
-        self._transcript.append(
-            {
-                "question": turn.question,
-                "explanation": turn.explanation,
-                "code": turn.code,
-                "outcome": outcome,
-            }
-        )
+        self._remember(turn.question, turn.explanation, turn.code, outcome)
         history = self.history
         record = store.Turn.from_event(
             event,
@@ -682,6 +666,14 @@ class Session:
             if marker and ln.lstrip().startswith(marker)
             else ln
             for ln in exc.traceback.splitlines()
+        )
+
+    def _remember(self, question: str, explanation: str, code: str, outcome: str) -> None:
+        """Keep a turn for follow-ups (those with code) and for front ends that (re)open."""
+        if code:
+            self.turns.append(PastTurn(question, code, outcome))
+        self._transcript.append(
+            {"question": question, "explanation": explanation, "code": code, "outcome": outcome}
         )
 
     def _release(self, turn: _Turn) -> None:

@@ -43,7 +43,7 @@ from dataagent_jupyter.sandbox.limits import (
 )
 from dataagent_jupyter.sandbox.pool import sweep_stale
 from dataagent_jupyter.sandbox.transfer import (
-    FrameTracker,
+    SentFrames,
     TransferError,
     export_value,
     import_value,
@@ -615,7 +615,7 @@ def test_result_codec_refuses_dangerous_time_zones(tmp_path):
 
 
 def test_tracker_sees_in_place_edits_and_forgets_dropped_frames():
-    tracker = FrameTracker()
+    tracker = SentFrames()
     df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
     tracker.remember("df", df)
     assert tracker.is_current("df", df)

@@ -34,7 +34,7 @@ from jupyter_client.manager import KernelManager
 
 from ..errors import SandboxError
 from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
-from .transfer import FrameTracker
+from .transfer import SentFrames
 
 log = logging.getLogger("dataagent_jupyter.sandbox")
 
@@ -134,7 +134,7 @@ class Child:
     limits: Limits
     protections: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
-    tracker: FrameTracker = field(default_factory=FrameTracker)
+    tracker: SentFrames = field(default_factory=SentFrames)
     closed: bool = False
 
     def is_alive(self) -> bool:

@@ -27,7 +27,7 @@ values use the same tagged JSON. Anything else is refused with a message naming 
 Time-zone names are checked first, because pandas resolves ``dateutil/<path>`` by opening
 that path.
 
-**Fingerprints:** see :class:`FrameTracker`.
+**Fingerprints:** see :class:`SentFrames`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "FrameTracker",
+    "SentFrames",
     "TransferError",
     "export_value",
     "import_value",
@@ -708,7 +708,7 @@ class _Version:
     finalizer: weakref.finalize | None = None
 
 
-class FrameTracker:
+class SentFrames:
     """Which version of each named frame the child already holds.
 
     The trade-off chosen: with pandas copy-on-write (always on from pandas 3) the tracker
