@@ -415,7 +415,7 @@ class Session:
         if into:
             yield Status("running", f"copying result into {into}", turn.attempts)
             value = yield from self._pump(
-                lambda emit: self.sandbox.fetch("result"),
+                lambda emit: self.sandbox.fetch("result", cancel=cancel),
                 cancel,
                 "running",
                 f"copying result into {into}",

@@ -46,10 +46,10 @@ from dataagent_jupyter.sandbox.transfer import (
     SentFrames,
     TransferError,
     export_value,
-    import_value,
     read_pickled,
     write_pickled,
 )
+from dataagent_jupyter.sandbox.untrusted import import_value
 
 LLM_KEY = "sk-test-0123456789abcdefLLMKEY"
 CONFIG_KEY = "sk-config-9876543210CONFIGKEY"
@@ -600,14 +600,14 @@ def test_result_codec_refuses_dangerous_time_zones(tmp_path):
     export_value(pd.DataFrame({"t": pd.date_range("2024", periods=2, tz="UTC")}), path)
     import pyarrow as pa
 
-    table = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    table = pa.ipc.open_stream(pa.memory_map(path)).read_all()
     meta = dict(table.schema.metadata)
     recipe = json.loads(meta[b"dataagent"])
     recipe["fields"][0][2] = "datetime64[ns, dateutil//etc/passwd]"
     meta[b"dataagent"] = json.dumps(recipe).encode()
     table = table.replace_schema_metadata(meta)
     os.unlink(path)
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     with pytest.raises(TransferError, match="refused"):
         import_value(path)

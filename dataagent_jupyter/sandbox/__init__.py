@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataAgent
-from ..errors import FrameError, SandboxError
+from ..errors import Cancelled, FrameError, SandboxError
 from ..events import Output
 from .executor import RunOptions, execute
 from .limits import format_bytes, limits_from_config
 from .pool import Child, ChildPool, execute_quietly
-from .transfer import TransferError, import_value, write_pickled
+from .transfer import TransferError, write_pickled
+from .untrusted import ResultLimits, import_value, is_cancelled, parse_reply
 
 __all__ = ["Sandbox", "SandboxStatus"]
 
@@ -164,51 +165,57 @@ class Sandbox:
             raise
         return files, keep, sizes
 
-    def fetch(self, name: str = "result") -> Any:
-        """A copy of the child's variable ``name`` (a DataFrame stays a DataFrame)."""
+    def fetch(self, name: str = "result", *, cancel: threading.Event | None = None) -> Any:
+        """A copy of the child's variable ``name`` (a DataFrame stays a DataFrame).
+
+        What the child writes is read as hostile input (:mod:`.untrusted`): any limit
+        exceeded ends in one SandboxError naming it. The fetch runs under the run time
+        limit, stops for real when ``cancel`` is set (Cancelled), and holds no lock, so a
+        restart or the next question never waits for it.
+        """
         if not name.isidentifier():
             raise SandboxError(f"{name!r} is not a variable name.")
-        with self._lock:
-            child = self._pool.child
-            if child is None or not child.is_alive():
-                raise SandboxError(
-                    f"There is no {name!r} to bring back: the analysis kernel holds nothing "
-                    "yet (or was restarted).",
-                    hint="Run the question with --run first.",
-                )
-            self._busy = True
-            path = str(child.transfer_dirs[0] / f"out-{uuid.uuid4().hex}.arrow")
-            expression = (
-                f"__import__('_dataagent_transfer').send_back(globals(), {name!r}, {path!r})"
+        child = self._pool.child
+        if child is None or not child.is_alive():
+            raise SandboxError(
+                f"There is no {name!r} to bring back: the analysis kernel holds nothing "
+                "yet (or was restarted).",
+                hint="Run the question with --run first.",
             )
-            try:
-                report = execute_quietly(
-                    child, "", {"status": expression}, timeout=float(self.config.exec_timeout)
+        timeout = float(self.config.exec_timeout)
+        limits = ResultLimits.from_sandbox(limits_from_config(self.config).file_size, timeout)
+        path = str(child.transfer_dirs[0] / f"out-{uuid.uuid4().hex}.arrow")
+        expression = f"__import__('_dataagent_transfer').send_back(globals(), {name!r}, {path!r})"
+        try:
+            report = execute_quietly(
+                child, "", {"status": expression}, timeout=timeout, cancel=cancel
+            )
+            status = parse_reply(report, "status", max_bytes=limits.reply_bytes)
+            if status.get("missing") is True:
+                raise SandboxError(
+                    f"The analysis kernel has no variable named {name!r}.",
+                    hint="The code must assign its answer to a variable; ask again, "
+                    "or bring back another name.",
                 )
-                status = _parse_status(report)
-                if status.get("missing"):
-                    raise SandboxError(
-                        f"The analysis kernel has no variable named {name!r}.",
-                        hint="The code must assign its answer to a variable; ask again, "
-                        "or bring back another name.",
-                    )
-                if not status.get("ok"):
-                    raise SandboxError(
-                        f"{name!r} cannot be brought back: it holds "
-                        f"{status.get('error', 'something that cannot be copied')}.",
-                        hint="Make it a DataFrame, Series, array, number or string.",
-                    )
-                limit = limits_from_config(self.config).file_size or (1 << 40)
-                return import_value(path, max_bytes=limit)
-            except TransferError as exc:
-                raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
-            except (TimeoutError, RuntimeError) as exc:
-                if not child.is_alive():
-                    self._pool.discard(child)
-                raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
-            finally:
-                self._busy = False
-                _unlink_quietly(path)
+            if status.get("ok") is not True:
+                said = str(status.get("error") or "something that cannot be copied")[:300]
+                raise SandboxError(
+                    f"{name!r} cannot be brought back: it holds {said}.",
+                    hint="Make it a DataFrame, Series, array, number or string.",
+                )
+            return import_value(path, limits=limits, cancel=cancel)
+        except TransferError as exc:
+            raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
+        except (TimeoutError, RuntimeError) as exc:
+            if not child.is_alive():
+                self._pool.discard(child)
+            raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
+        except Exception as exc:
+            if not is_cancelled(exc):
+                raise
+            raise Cancelled(f"Bringing {name!r} back was stopped.") from None
+        finally:
+            _unlink_quietly(path)
 
     # --- reporting -----------------------------------------------------------------------
 
@@ -292,16 +299,6 @@ def _write_frame(child: Child, name: str, obj: Any) -> tuple[str, int]:
         + ".",
         hint="Free some disk or /dev/shm space, or ask about a smaller frame.",
     )
-
-
-def _parse_status(expressions: dict[str, Any]) -> dict[str, Any]:
-    import ast
-    import json
-
-    result = expressions.get("status", {})
-    if result.get("status") != "ok":
-        raise RuntimeError(f"{result.get('ename', 'Error')}: {result.get('evalue', '')}")
-    return json.loads(ast.literal_eval(result["data"]["text/plain"]))
 
 
 def _unlink_quietly(path: str) -> None:

@@ -13,7 +13,6 @@ with a policy listing exactly these folders plus the Python installation.
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures
 import json
 import logging
@@ -32,9 +31,10 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from ..errors import SandboxError
+from ..errors import Cancelled, SandboxError
 from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
-from .transfer import SentFrames
+from .transfer import SentFrames, TransferError
+from .untrusted import parse_reply
 
 log = logging.getLogger("dataagent_jupyter.sandbox")
 
@@ -51,7 +51,7 @@ import pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 """
-_REPORT = "__import__('_dataagent_sandbox').report()"
+_REPORT = "__import__('_dataagent_transfer').Reply(__import__('_dataagent_sandbox').report())"
 # Run inside the kernel once its own sockets exist (see launcher.seal).
 _SEAL = "__import__('_dataagent_sandbox').seal(network={network})\n"
 
@@ -380,9 +380,17 @@ def child_env(config: Any, work_dir: Path) -> dict[str, str]:
 
 
 def execute_quietly(
-    child: Child, code: str, expressions: dict[str, str], timeout: float = _START_TIMEOUT
+    child: Child,
+    code: str,
+    expressions: dict[str, str],
+    timeout: float = _START_TIMEOUT,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run set-up code silently; return its user_expressions (raise if it failed)."""
+    """Run set-up code silently; return its user_expressions (raise if it failed).
+
+    When ``cancel`` is set meanwhile, the child is closed (its helper may be stuck in
+    work of the model's making) and Cancelled is raised.
+    """
     msg_id = child.client.execute(
         code, silent=True, store_history=False, user_expressions=expressions, allow_stdin=False
     )
@@ -391,8 +399,11 @@ def execute_quietly(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the kernel did not answer in time")
+        if cancel is not None and cancel.is_set():
+            child.close()
+            raise Cancelled("Stopped while the analysis kernel was answering.")
         try:
-            reply = child.client.get_shell_msg(timeout=min(remaining, 0.5))
+            reply = child.client.get_shell_msg(timeout=min(remaining, 0.1))
         except Exception:  # queue.Empty
             if not child.is_alive():
                 raise RuntimeError("the analysis kernel died") from None
@@ -406,11 +417,12 @@ def execute_quietly(
 
 
 def _parse_report(expressions: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    result = expressions.get("report", {})
-    if result.get("status") != "ok":
+    if expressions.get("report", {}).get("status") != "ok":
         return (), ("the kernel did not report its protections",)
-    text = result.get("data", {}).get("text/plain", "")
-    report = json.loads(ast.literal_eval(text))
+    try:
+        report = parse_reply(expressions, "report")
+    except TransferError:
+        return (), ("the kernel's report of its protections was unreadable",)
     return tuple(report.get("protections", ())), tuple(report.get("problems", ()))
 
 

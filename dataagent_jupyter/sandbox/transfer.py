@@ -17,15 +17,15 @@ end to end, Arrow IPC (written, then read and converted) 0.9 GB/s, Arrow read ze
 from a mapping is instant but gives read-only arrays that pandas 3 refuses to write to;
 out-of-band pickle plus a private mapping 2.5 GB/s, bounded by tmpfs page allocation.
 
-**Child → parent (``fetch``):** the child runs model-written code, so what it writes is
-untrusted and is never unpickled. A DataFrame/Series/Index/ndarray travels as an Arrow
-IPC file that the parent validates fully before converting; the file's own recipe (schema
-metadata, JSON) restores the index, the column labels and the dtypes through public
-pandas constructors. Object columns, and the few dtypes Arrow cannot hold, travel as
-tagged JSON per cell (numbers, strings, containers, dates, decimals...); other Python
-values use the same tagged JSON. Anything else is refused with a message naming its type.
-Time-zone names are checked first, because pandas resolves ``dateutil/<path>`` by opening
-that path.
+**Child → parent (``fetch``):** this module only *writes* results (child side); the
+user's kernel reads them with :mod:`.untrusted`, which treats the file as hostile and
+never unpickles it. A DataFrame/Series/Index/ndarray travels as an uncompressed Arrow IPC
+stream whose recipe (schema metadata, JSON) restores the index, the column labels and
+the dtypes (named from :data:`DTYPE_ALLOWED` only). Object columns, and dtypes Arrow or
+the allow-list cannot hold, travel as tagged JSON per cell (numbers, strings, containers,
+dates, decimals...); other Python values use the same tagged JSON. Anything else is
+refused with a message naming its type. Helpers called from the parent return a
+:class:`Reply`, whose ``repr`` is JSON, so the parent never evaluates a Python literal.
 
 **Fingerprints:** see :class:`SentFrames`.
 """
@@ -41,7 +41,6 @@ import mmap
 import os
 import pickle
 import re
-import stat
 import struct
 import uuid
 import weakref
@@ -50,10 +49,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "DTYPE_ALLOWED",
+    "RECIPE_KEY",
+    "Reply",
     "SentFrames",
     "TransferError",
     "export_value",
-    "import_value",
     "receive",
     "send_back",
     "write_pickled",
@@ -178,37 +179,34 @@ def receive(
 
 # --- child → parent: Arrow IPC + tagged JSON, never pickle ------------------------------------
 
-_RECIPE_KEY = b"dataagent"
-_DATEUTIL = re.compile(r"dateutil|pytz/|^/|\.\.")
-_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
+#: Schema metadata key of the recipe that restores index, labels and dtypes.
+RECIPE_KEY = b"dataagent"
+#: The only dtype names a result may state (the user's kernel refuses others; this side
+#: sends columns of any other dtype as tagged JSON). ``pandas_dtype`` of an arbitrary
+#: name can allocate without bound ("S1000000000") or open files ("dateutil/...").
+DTYPE_ALLOWED = re.compile(
+    r"object|bool|boolean|str|string|string\[(python|pyarrow)\]"
+    r"|u?int(8|16|32|64)|U?Int(8|16|32|64)|float(16|32|64)|Float(32|64)|complex(64|128)"
+    r"|(datetime|timedelta)64\[(s|ms|us|ns)\]"
+    r"|datetime64\[(s|ms|us|ns), [\w+\-:/]{1,64}\]"
+    r"|period\[\d{0,4}[A-Za-z][\w\-]{0,15}\]"
+    r"|interval\[(u?int64|float64|datetime64\[ns\]|timedelta64\[ns\]), (right|left|both|neither)\]"
+    r"|[a-z][a-z0-9_]{0,23}(\[(s|ms|us|ns)(, tz=[\w+\-:/]{1,64})?\])?\[pyarrow\]"
+)
+
+
+class Reply:
+    """A helper's answer whose ``repr`` (what the user's kernel receives) is plain JSON."""
+
+    def __init__(self, value: Any) -> None:
+        self.text = value if isinstance(value, str) else json.dumps(value)
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 class _Unsupported(TransferError):
     pass
-
-
-def _check_tz(name: str) -> Any:
-    """A tz for pandas from a name the child sent: a zone key, an offset or UTC only.
-
-    pandas resolves ``dateutil/<path>`` by opening ``<path>``: a child could make the
-    parent open any file (a FIFO would hang it), so names are checked, never passed on raw.
-    """
-    if not isinstance(name, str) or _DATEUTIL.search(name):
-        raise TransferError(f"refused a time zone named {name!r} from the analysis kernel")
-    if name.upper() in ("UTC", "Z"):
-        return "UTC"
-    offset = _OFFSET.match(name)
-    if offset:
-        sign = -1 if offset.group(1) == "-" else 1
-        delta = _dt.timedelta(hours=int(offset.group(2)), minutes=int(offset.group(3)))
-        return _dt.timezone(sign * delta)
-    import zoneinfo
-
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
-        raise TransferError(f"unknown time zone {name!r} from the analysis kernel") from exc
-    return name
 
 
 def _tz_name(tz: Any) -> str | None:
@@ -292,75 +290,6 @@ def _encode(value: Any) -> Any:
     raise _Unsupported(f"an object of type {type(value).__module__}.{type(value).__qualname__}")
 
 
-def _decode(data: Any) -> Any:
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(data, list):
-        return [_decode(v) for v in data]
-    if not isinstance(data, dict):
-        return data
-    tag, v = data.get("$"), data.get("v")
-    if tag == "float":
-        return float(v)
-    if tag == "NaT":
-        return pd.NaT
-    if tag == "NA":
-        return pd.NA
-    if tag == "tuple":
-        return tuple(_decode(x) for x in v)
-    if tag == "dict":
-        return {_decode(k): _decode(x) for k, x in v}
-    if tag == "set":
-        return {_decode(x) for x in v}
-    if tag == "frozenset":
-        return frozenset(_decode(x) for x in v)
-    if tag == "bytes":
-        return base64.b64decode(v)
-    if tag == "bytearray":
-        return bytearray(base64.b64decode(v))
-    if tag == "complex":
-        return complex(float(v[0]), float(v[1]))
-    if tag == "decimal":
-        return decimal.Decimal(v)
-    if tag == "uuid":
-        return uuid.UUID(v)
-    if tag == "timestamp":
-        tz = data.get("tz")
-        stamp = pd.Timestamp(int(v), unit="ns", tz=_check_tz(tz) if tz else None)
-        return stamp.as_unit(_unit(data["unit"]))
-    if tag == "timedelta64":
-        return pd.Timedelta(int(v), unit="ns").as_unit(_unit(data["unit"]))
-    if tag == "datetime":
-        tz = data.get("tz")
-        value = _dt.datetime.fromisoformat(v)
-        return pd.Timestamp(value).tz_localize(_check_tz(tz)).to_pydatetime() if tz else value
-    if tag == "date":
-        return _dt.date.fromisoformat(v)
-    if tag == "time":
-        return _dt.time.fromisoformat(v)
-    if tag == "timedelta":
-        return _dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
-    if tag == "np":
-        dtype = np.dtype(_numpy_dtype(data["dtype"]))
-        if dtype.kind in "mM":
-            return np.int64(v).view(dtype)
-        return dtype.type(_decode(v))
-    raise TransferError(f"unknown value tag {tag!r} from the analysis kernel")
-
-
-def _unit(unit: str) -> str:
-    if unit not in ("s", "ms", "us", "ns"):
-        raise TransferError(f"unknown time unit {unit!r} from the analysis kernel")
-    return unit
-
-
-def _numpy_dtype(text: str) -> str:
-    if not re.fullmatch(r"[<>|=]?[biufcmM]\d{0,2}(\[\w+\])?", str(text)):
-        raise TransferError(f"refused the dtype {text!r} from the analysis kernel")
-    return text
-
-
 def _dtype_text(dtype: Any) -> Any:
     """The dtype as the recipe states it: its name, or for categoricals the full categories."""
     import pandas as pd
@@ -369,24 +298,41 @@ def _dtype_text(dtype: Any) -> Any:
         return {"categories": _axis_recipe(dtype.categories), "ordered": bool(dtype.ordered)}
     if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
         return f"string[{dtype.storage}]"
-    return str(dtype)
+    text = str(dtype)
+    return text if DTYPE_ALLOWED.fullmatch(text) else "object"
 
 
-def _restore_dtype(text: Any) -> Any:
-    """``pandas_dtype`` for a dtype name from the child, after refusing file-opening names."""
-    import pandas as pd
+def _arrow_ok(kind: Any) -> bool:
+    """Arrow types the user's kernel accepts (others travel as tagged JSON)."""
+    import pyarrow as pa
 
-    if isinstance(text, dict):
-        return pd.CategoricalDtype(_rebuild_axis(text["categories"]), ordered=bool(text["ordered"]))
-    if not isinstance(text, str) or _DATEUTIL.search(text):
-        raise TransferError(f"refused the dtype {text!r} from the analysis kernel")
-    # Any time zone inside (also "timestamp[us, tz=...][pyarrow]") must be a real zone.
-    for token in re.findall(r"tz=([^,\]\s]+)", text) + re.findall(r"[\w+\-.]*/[\w+\-./]*", text):
-        _check_tz(token)
-    match = re.fullmatch(r"datetime64\[(\w+), (.+)\]", text)
-    if match:
-        return pd.DatetimeTZDtype(unit=_unit(match.group(1)), tz=_check_tz(match.group(2)))
-    return pd.api.types.pandas_dtype(text)
+    t = pa.types
+    if t.is_dictionary(kind):
+        return t.is_integer(kind.index_type) and _arrow_ok(kind.value_type)
+    if isinstance(kind, pa.ExtensionType):  # pandas' own: Period and Interval
+        storage = kind.storage_type
+        return kind.extension_name in ("pandas.period", "pandas.interval") and (
+            all(_arrow_ok(storage.field(i).type) for i in range(storage.num_fields))
+            if t.is_struct(storage)
+            else _arrow_ok(storage)
+        )
+    return any(
+        check(kind)
+        for check in (
+            t.is_boolean,
+            t.is_integer,
+            t.is_floating,
+            t.is_timestamp,
+            t.is_duration,
+            t.is_date,
+            t.is_time,
+            t.is_string,
+            t.is_large_string,
+            t.is_binary,
+            t.is_null,
+            t.is_decimal,
+        )
+    )
 
 
 def _column_payload(series: Any) -> tuple[Any, str]:
@@ -396,10 +342,13 @@ def _column_payload(series: Any) -> tuple[Any, str]:
     if series.dtype == object:
         return [json.dumps(_encode(v), allow_nan=True) for v in series], "json"
     try:
-        pa.Array.from_pandas(series.iloc[:0])
-        return series, "arrow"
+        if _dtype_text(series.dtype) != "object" and _arrow_ok(
+            pa.Array.from_pandas(series.iloc[:0]).type
+        ):
+            return series, "arrow"
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
-        return [json.dumps(_encode(v), allow_nan=True) for v in series.astype(object)], "json"
+        pass
+    return [json.dumps(_encode(v), allow_nan=True) for v in series.astype(object)], "json"
 
 
 def _axis_recipe(index: Any) -> dict[str, Any]:
@@ -415,31 +364,6 @@ def _axis_recipe(index: Any) -> dict[str, Any]:
         "name": _encode(index.name),
         "dtype": _dtype_text(index.dtype),
     }
-
-
-def _rebuild_axis(recipe: dict[str, Any]) -> Any:
-    import pandas as pd
-
-    if "range" in recipe:
-        start, stop, step = (int(x) for x in recipe["range"])
-        return pd.RangeIndex(start, stop, step, name=_decode(recipe["name"]))
-    if recipe.get("multi"):
-        tuples = _decode(recipe["values"])
-        return pd.MultiIndex.from_tuples(tuples, names=_decode(recipe["names"]))
-    values = _decode(recipe["values"])
-    index = pd.Index(values, dtype=object, name=_decode(recipe["name"]))
-    return _astype(index, recipe.get("dtype", "object"))
-
-
-def _astype(values: Any, dtype_text: Any) -> Any:
-    if dtype_text == "object":
-        return values.astype(object)
-    try:
-        return values.astype(_restore_dtype(dtype_text))
-    except TransferError:
-        raise
-    except Exception:
-        return values  # keep what came; the data is intact, only the dtype differs
 
 
 def export_value(value: Any, path: str) -> int:
@@ -478,13 +402,15 @@ def export_value(value: Any, path: str) -> int:
             for i, level in enumerate(levels):
                 payload, how = _column_payload(pd.Series(level, copy=False))
                 arrays[f"i{i}"] = payload
-                recipe["fields"].append([f"i{i}", how, _dtype_text(level.dtype)])
+                dtype = _dtype_text(level.dtype) if how == "arrow" else _json_dtype(level.dtype)
+                recipe["fields"].append([f"i{i}", how, dtype])
         recipe["columns"] = _axis_recipe(frame.columns)
         for j in range(frame.shape[1]):
             column = frame.iloc[:, j]
             payload, how = _column_payload(column)
             arrays[f"c{j}"] = payload
-            recipe["fields"].append([f"c{j}", how, _dtype_text(column.dtype)])
+            dtype = _dtype_text(column.dtype) if how == "arrow" else _json_dtype(column.dtype)
+            recipe["fields"].append([f"c{j}", how, dtype])
         if kind == "series":
             recipe["name"] = _encode(value.name)
         flat = pd.DataFrame(
@@ -505,156 +431,34 @@ def export_value(value: Any, path: str) -> int:
         table = pa.table({})
     recipe["rows"] = table.num_rows
     meta = dict(table.schema.metadata or {})
-    meta[_RECIPE_KEY] = json.dumps(recipe, allow_nan=True).encode()
+    meta[RECIPE_KEY] = json.dumps(recipe, allow_nan=True).encode()
     table = table.replace_schema_metadata(meta)
     fd = _create_exclusive(path)
-    with os.fdopen(fd, "wb") as fh, pa.ipc.new_file(fh, table.schema) as writer:
+    # An uncompressed stream: the user's kernel refuses compression (a small file must not
+    # expand to gigabytes there) and reads the stream's messages in the order it checked.
+    with os.fdopen(fd, "wb") as fh, pa.ipc.new_stream(fh, table.schema) as writer:
         writer.write_table(table)
     return os.path.getsize(path)
 
 
-def send_back(namespace: Mapping[str, Any], name: str, path: str) -> str:
+def _json_dtype(dtype: Any) -> Any:
+    # Tagged JSON cells are restored with the original dtype when it is allowed (they
+    # came as JSON because Arrow could not hold them), else they stay objects.
+    text = _dtype_text(dtype)
+    return text if isinstance(text, str) else "object"
+
+
+def send_back(namespace: Mapping[str, Any], name: str, path: str) -> Reply:
     """Child side of ``fetch``: export ``namespace[name]``; a JSON status for the parent."""
     if name not in namespace:
-        return json.dumps({"ok": False, "missing": True})
+        return Reply({"ok": False, "missing": True})
     try:
         size = export_value(namespace[name], path)
     except TransferError as exc:
-        return json.dumps({"ok": False, "error": str(exc)})
+        return Reply({"ok": False, "error": str(exc)[:500]})
     except OSError as exc:
-        return json.dumps({"ok": False, "error": f"could not write it: {exc.strerror}"})
-    return json.dumps({"ok": True, "bytes": size})
-
-
-def _read_untrusted(path: str, max_bytes: int) -> bytearray:
-    # Read into private memory (never map it: the child could still change the file), and
-    # never block on a FIFO or follow a link it planted.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise TransferError("the analysis kernel left something that is not a file")
-        if info.st_size > max_bytes:
-            raise TransferError(f"the value is larger ({info.st_size:,} bytes) than allowed")
-        data = bytearray(info.st_size)
-        view, got = memoryview(data), 0
-        while got < info.st_size:
-            n = os.readv(fd, [view[got:]])
-            if n == 0:
-                break
-            got += n
-        return data[:got] if got < info.st_size else data
-    finally:
-        os.close(fd)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def import_value(path: str, *, max_bytes: int = 1 << 40) -> Any:
-    """Parent side of ``fetch``: validate and rebuild what :func:`export_value` wrote."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    data = _read_untrusted(path, max_bytes)
-    try:
-        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
-        table.validate(full=True)
-        recipe = json.loads(table.schema.metadata[_RECIPE_KEY])
-    except (pa.ArrowException, KeyError, TypeError, ValueError) as exc:
-        raise TransferError("the analysis kernel sent back an unreadable value") from exc
-    for field in table.schema:
-        _check_arrow_type(field.type)
-    kind = recipe.get("kind")
-    if kind == "value":
-        return _decode(recipe["value"])
-    if kind == "ndarray":
-        dtype = np.dtype(_numpy_dtype(recipe["dtype"]))
-        shape = tuple(int(x) for x in recipe["shape"])
-        flat = table.column("v").to_numpy(zero_copy_only=False)
-        return np.array(flat, dtype=dtype).reshape(shape)
-    if kind not in ("frame", "series", "index"):
-        raise TransferError("the analysis kernel sent back an unknown kind of value")
-    table = table.replace_schema_metadata(None)  # our recipe restores dtypes, not pandas'
-    columns: dict[str, Any] = {}
-    for name, how, dtype_text in recipe["fields"]:
-        chunked = table.column(name)
-        if how == "json":
-            values = [_decode(json.loads(x)) for x in chunked.to_pylist()]
-            series = _astype(pd.Series(values, dtype=object), dtype_text)
-        else:
-            series = _from_arrow(chunked, dtype_text)
-        columns[name] = series
-    nrows = int(recipe["rows"])
-    idx_recipe = recipe["index"]
-    if "levels" in idx_recipe:
-        levels = [pd.Index(columns[f"i{i}"]) for i in range(int(idx_recipe["levels"]))]
-        names = _decode(idx_recipe["names"])
-        index = (
-            pd.MultiIndex.from_arrays(levels, names=names)
-            if len(levels) > 1
-            else levels[0].rename(names[0])
-        )
-        if idx_recipe.get("freq"):
-            index = _with_freq(index, str(idx_recipe["freq"]))
-    else:
-        index = _rebuild_axis(idx_recipe)
-    if kind == "index":
-        return index
-    data_cols = [
-        columns[f"c{j}"] for j in range(len([f for f in recipe["fields"] if f[0].startswith("c")]))
-    ]
-    frame = (
-        pd.concat(data_cols, axis=1, ignore_index=True)
-        if data_cols
-        else pd.DataFrame(index=pd.RangeIndex(nrows))
-    )
-    frame.index = index
-    frame.columns = _rebuild_axis(recipe["columns"])
-    if kind == "series":
-        series = frame.iloc[:, 0]
-        series.name = _decode(recipe.get("name"))
-        return series
-    return frame
-
-
-def _with_freq(index: Any, freq: str) -> Any:
-    import pandas as pd
-
-    try:
-        return type(index)(index, freq=pd.tseries.frequencies.to_offset(freq))
-    except (TypeError, ValueError):
-        return index  # the values do not fit that frequency: keep them as they are
-
-
-def _check_arrow_type(dtype: Any) -> None:
-    import pyarrow as pa
-
-    if pa.types.is_timestamp(dtype) and dtype.tz:
-        _check_tz(dtype.tz)
-    for i in range(getattr(dtype, "num_fields", 0)):
-        _check_arrow_type(dtype.field(i).type)
-    if pa.types.is_dictionary(dtype):
-        _check_arrow_type(dtype.value_type)
-    if isinstance(dtype, pa.ExtensionType):
-        _check_arrow_type(dtype.storage_type)
-
-
-def _from_arrow(chunked: Any, dtype_text: Any) -> Any:
-    import pandas as pd
-
-    dtype = _restore_dtype(dtype_text)
-    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and hasattr(dtype, "__from_arrow__"):
-        try:
-            return pd.Series(dtype.__from_arrow__(chunked), copy=False)
-        except (TypeError, ValueError, NotImplementedError):
-            pass
-    series = chunked.to_pandas()
-    if isinstance(dtype, pd.CategoricalDtype):
-        return series.astype(dtype) if series.dtype != dtype else series
-    return series if series.dtype == dtype else _astype(series, dtype_text)
+        return Reply({"ok": False, "error": f"could not write it: {exc.strerror}"})
+    return Reply({"ok": True, "bytes": size})
 
 
 # --- fingerprints ---------------------------------------------------------------------------

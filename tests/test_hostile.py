@@ -1,0 +1,309 @@
+"""What a hostile child can send back, and what it can leave behind, cannot hurt the user.
+
+The model's code runs in the child, so the child may write any result file, any status
+reply and any output. Unit tests craft such files and replies; end-to-end tests run code
+in a real child that replaces the child's own sending function. Each case must end in one
+SandboxError naming the limit, within a few seconds, with the user's kernel's memory
+growth bounded (RSS measured), and the next question must work at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow as pa
+import pytest
+
+from dataagent_jupyter.config import DataAgent
+from dataagent_jupyter.errors import Cancelled, SandboxError
+from dataagent_jupyter.sandbox import Sandbox
+from dataagent_jupyter.sandbox.transfer import RECIPE_KEY, TransferError, export_value
+from dataagent_jupyter.sandbox.untrusted import (
+    LimitExceeded,
+    ResultLimits,
+    import_value,
+    parse_reply,
+)
+
+MB = 1 << 20
+#: How much the user's kernel may grow while refusing one hostile value.
+RSS_BUDGET = 64 * MB
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def stream_bytes(table: pa.Table, *, compression: str | None = None) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def honest_table(value, tmp_path: Path) -> pa.Table:
+    """The Arrow table the child's exporter writes for ``value`` (to tamper with)."""
+    path = str(tmp_path / "honest.arrow")
+    export_value(value, path)
+    with pa.memory_map(path) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    os.unlink(path)
+    return table
+
+
+def with_recipe(table: pa.Table, change) -> pa.Table:
+    meta = dict(table.schema.metadata)
+    recipe = json.loads(meta[RECIPE_KEY])
+    change(recipe)
+    meta[RECIPE_KEY] = json.dumps(recipe).encode()
+    return table.replace_schema_metadata(meta)
+
+
+def zstd_bomb() -> bytes:
+    """About 1 GB of zeros once decompressed, in a file of a few hundred kilobytes."""
+    zeros = pa.table({"c0": pa.array(np.zeros(8 * MB))})  # 64 MiB per batch
+    meta = {RECIPE_KEY: json.dumps(_frame_recipe(1, 16 * 8 * MB)).encode()}
+    table = pa.concat_tables([zeros] * 16).replace_schema_metadata(meta)
+    return stream_bytes(table, compression="zstd")
+
+
+def _frame_recipe(columns: int, rows: int) -> dict:
+    return {
+        "kind": "frame",
+        "fields": [[f"c{j}", "arrow", "float64"] for j in range(columns)],
+        "index": {"range": [0, rows, 1], "name": None},
+        "columns": {"range": [0, columns, 1], "name": None},
+        "rows": rows,
+    }
+
+
+def refused(path: str, data: bytes, match: str, limits: ResultLimits | None = None) -> str:
+    """Write ``data`` as a result file; its import must fail fast, cheaply, naming ``match``."""
+    Path(path).write_bytes(data)
+    before, started = rss(), time.monotonic()
+    with pytest.raises(TransferError, match=match) as info:
+        import_value(path, limits=limits)
+    assert time.monotonic() - started < 5
+    assert rss() - before < RSS_BUDGET
+    assert not os.path.exists(path)  # consumed either way
+    return str(info.value)
+
+
+# --- crafted result files ----------------------------------------------------------------
+
+
+def test_compressed_result_is_refused_before_it_expands(tmp_path):
+    bomb = zstd_bomb()
+    assert len(bomb) < 2 * MB
+    message = refused(str(tmp_path / "r"), bomb, "compressed")
+    assert "refused" in message
+
+
+def test_dtype_names_outside_the_allow_list_are_refused(tmp_path):
+    table = honest_table(pd.DataFrame({"a": [1, 2]}), tmp_path)
+    for name in ("S1000000000", "U1000000000", "V99999999", "dateutil//etc/passwd", "O"):
+        crafted = with_recipe(table, lambda r, n=name: r["fields"][0].__setitem__(2, n))
+        refused(str(tmp_path / "r"), stream_bytes(crafted), "refused the dtype")
+
+
+def test_repeated_recipe_fields_are_refused(tmp_path):
+    table = honest_table(pd.DataFrame({"a": [1, 2]}), tmp_path)
+    crafted = with_recipe(table, lambda r: r.__setitem__("fields", r["fields"] * 400))
+    refused(str(tmp_path / "r"), stream_bytes(crafted), "exactly once")
+
+
+def test_rows_beyond_the_cell_limit_are_refused_without_allocating(tmp_path):
+    # A null column costs nothing in the file, and 8 bytes per row once in pandas.
+    table = pa.table({"c0": pa.nulls(2_000_000_000)}).replace_schema_metadata(
+        {RECIPE_KEY: json.dumps(_frame_recipe(1, 2_000_000_000)).encode()}
+    )
+    refused(str(tmp_path / "r"), stream_bytes(table), "cell limit")
+
+
+def test_decoded_size_limit_is_checked_before_building(tmp_path):
+    frame = pd.DataFrame({"a": np.zeros(2 * MB)})  # 16 MiB in pandas
+    data = stream_bytes(honest_table(frame, tmp_path))
+    small = ResultLimits(decoded_bytes=8 * MB)
+    message = refused(str(tmp_path / "r"), data, "limit on a result", limits=small)
+    assert "MiB" in message
+
+
+def test_long_strings_and_deep_nesting_are_refused(tmp_path):
+    long = honest_table(pd.DataFrame({"s": pd.array(["x" * (20 * MB)], dtype="str")}), tmp_path)
+    refused(str(tmp_path / "r"), stream_bytes(long), "limit on a string")
+    nested = honest_table(pd.DataFrame({"o": pd.Series([[0]], dtype=object)}), tmp_path)
+    deep = "[" * 100_000 + "]" * 100_000
+    cells = pa.array([deep], type=nested.schema.field("c0").type)
+    crafted = nested.set_column(nested.schema.get_field_index("c0"), "c0", cells)
+    refused(str(tmp_path / "r"), stream_bytes(crafted), "nest")
+
+
+def test_planted_links_fifos_and_huge_files_are_refused(tmp_path):
+    target = tmp_path / "secret.txt"
+    target.write_text("not for the child")
+    link = tmp_path / "link.arrow"
+    link.symlink_to(target)
+    with pytest.raises(TransferError, match="could not be opened"):
+        import_value(str(link))
+    assert target.read_text() == "not for the child"
+    fifo = str(tmp_path / "fifo.arrow")
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(TransferError, match="not a file"):
+        import_value(fifo)
+    assert time.monotonic() - started < 2
+    big = tmp_path / "big.arrow"
+    big.write_bytes(b"\0" * (2 * MB))
+    with pytest.raises(LimitExceeded, match="limit on a result file"):
+        import_value(str(big), limits=ResultLimits(file_bytes=MB))
+
+
+def test_honest_values_survive_the_checks(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "f": np.arange(5.0),
+            "s": pd.array(["a", None, "c", "d", "e"], dtype="str"),
+            "c": pd.Categorical(list("xyxyx")),
+            "t": pd.date_range("2024-01-01", periods=5, tz="Europe/Oslo"),
+            "p": pd.period_range("2024-01", periods=5, freq="M"),
+            "o": [1, "two", [3], None, {"k": (1, 2)}],
+        },
+        index=pd.Index(list("vwxyz"), name="key"),
+    )
+    path = str(tmp_path / "r")
+    export_value(frame, path)
+    back = import_value(path)
+    pd.testing.assert_frame_equal(back, frame)
+    back.loc["v", "f"] = 10.0  # numeric columns come back writable
+    assert back.loc["v", "f"] == 10.0
+
+
+def test_replies_are_json_with_a_size_cap():
+    def reply(text):
+        return {"status": {"status": "ok", "data": {"text/plain": text}}}
+
+    assert parse_reply(reply('{"ok": true}'), "status") == {"ok": True}
+    nested = "[" * (4 * MB) + "]" * (4 * MB)
+    before, started = rss(), time.monotonic()
+    with pytest.raises(LimitExceeded, match="limit on a status reply"):
+        parse_reply(reply(nested), "status")
+    assert time.monotonic() - started < 1 and rss() - before < RSS_BUDGET
+    with pytest.raises(TransferError, match="not valid JSON"):
+        parse_reply(reply("{'ok': True}"), "status")  # a Python literal is not evaluated
+    with pytest.raises(TransferError, match="not a JSON object"):
+        parse_reply(reply("[1, 2]"), "status")
+
+
+# --- end to end: code in a real child replaces its own sending function -------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    config = DataAgent(
+        memory_limit="2G", exec_timeout=20.0, output_dir=str(tmp_path_factory.mktemp("out"))
+    )
+    box = Sandbox(config, session_id="hostile")
+    box.start_warm()
+    yield box
+    box.shutdown()
+
+
+def replace_send_back(body: str) -> str:
+    """Model code that swaps the child's sending function for ``evil``."""
+    return f"import _dataagent_transfer as T\n{body}\nT.send_back = evil\nresult = 1\n"
+
+
+def planted(data: bytes) -> str:
+    encoded = base64.b64encode(data).decode()
+    return replace_send_back(
+        "import base64\n"
+        f"blob = base64.b64decode('{encoded}')\n"
+        "def evil(namespace, name, path):\n"
+        "    with open(path, 'wb') as fh:\n"
+        "        fh.write(blob)\n"
+        "    return T.Reply({'ok': True})"
+    )
+
+
+def fetch_refused(box: Sandbox, code: str, match: str) -> None:
+    list(box.run(code, {}))
+    before, started = rss(), time.monotonic()
+    with pytest.raises(SandboxError, match=match):
+        box.fetch()
+    assert time.monotonic() - started < 5
+    assert rss() - before < RSS_BUDGET
+
+
+@pytest.mark.kernel
+def test_child_sending_a_zstd_bomb_gets_a_sandbox_error(sandbox):
+    fetch_refused(sandbox, planted(zstd_bomb()), "compressed")
+
+
+@pytest.mark.kernel
+def test_child_sending_a_huge_dtype_name_gets_a_sandbox_error(sandbox, tmp_path):
+    table = honest_table(pd.DataFrame({"a": [1, 2]}), tmp_path)
+    crafted = with_recipe(table, lambda r: r["fields"][0].__setitem__(2, "S1000000000"))
+    fetch_refused(sandbox, planted(stream_bytes(crafted)), "refused the dtype 'S1000000000'")
+
+
+@pytest.mark.kernel
+def test_child_sending_repeated_fields_gets_a_sandbox_error(sandbox, tmp_path):
+    table = honest_table(pd.DataFrame({"a": [1, 2]}), tmp_path)
+    crafted = with_recipe(table, lambda r: r.__setitem__("fields", r["fields"] * 400))
+    fetch_refused(sandbox, planted(stream_bytes(crafted)), "exactly once")
+
+
+@pytest.mark.kernel
+def test_child_sending_an_8_mb_nested_status_gets_a_sandbox_error(sandbox):
+    code = replace_send_back(
+        "def evil(namespace, name, path):\n    return T.Reply('[' * 4_000_000 + ']' * 4_000_000)"
+    )
+    fetch_refused(sandbox, code, "limit on a status reply")
+
+
+@pytest.mark.kernel
+def test_stop_cancels_a_stuck_fetch_and_restart_does_not_wait(sandbox):
+    code = replace_send_back(
+        "import time\ndef evil(namespace, name, path):\n    time.sleep(60)\n    return T.Reply({})"
+    )
+    list(sandbox.run(code, {}))
+    cancel = threading.Event()
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            sandbox.fetch(cancel=cancel)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    cancel.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive() and time.monotonic() - started < 2
+    assert isinstance(errors[0], Cancelled)
+    list(sandbox.run("result = 'next'", {}))
+    assert sandbox.fetch() == "next"
+    # a fetch stuck in the child never holds up a restart
+    list(sandbox.run(code, {}))
+    worker = threading.Thread(target=fetch)
+    worker.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    sandbox.restart()
+    assert time.monotonic() - started < 2
+    cancel.set()
+    worker.join(timeout=5)
+    list(sandbox.run("result = 'after restart'", {}))
+    assert sandbox.fetch() == "after restart"
