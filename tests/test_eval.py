@@ -86,7 +86,7 @@ LABELS = [
 # what the "model" answers, by question; a fix request gets the second entry
 ANSWERS = {
     "Q1": ["print(f\"@mean_x[{df['x'].mean():.2f}]\")"],
-    "Q2": ["print(f\"@max_x[{df['x'].max()}] @first[{df['name'].iloc[1]}]\")"],
+    "Q2": ["df.plot(y='x')\nprint(f\"@max_x[{df['x'].max()}] @first[{df['name'].iloc[1]}]\")"],
     "Q3": ["print('there are', len(df), 'rows')"],
     "Q4": [
         "print(df['no_such_column'].mean())",
@@ -186,6 +186,7 @@ def test_scores_each_question_and_says_why_it_missed(
         "code error": 1,
         "load error": 1,
     }
+    assert len(list((out / "charts").rglob("*.png"))) == 1  # Q2's chart, beside the report
     md = (out / "report.md").read_text()
     assert "**accuracy: 2/6 (33.3%)**" in md and "| 3 | easy | missing answer |" in md
     # the model saw the table described as `df`, the constraints and the format

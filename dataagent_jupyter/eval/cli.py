@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = report.Progress(len(todo))
     progress.start()
     stop = StopSignal()
-    pool = Pool(settings)
+    pool = Pool(settings, charts=out / "charts")
     stopped: DataAgentError | None = None
     store = Tables(tables)
 

@@ -179,7 +179,7 @@ class Tables:
 class Worker:
     """One session, one sandbox child, one private history folder: asks one question at a time."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, charts: Path) -> None:
         self.settings = settings
         self._data_dir = tempfile.mkdtemp(prefix="dataagent-eval-")
         config = DataAgent()
@@ -188,6 +188,7 @@ class Worker:
         config.data_dir = self._data_dir
         config.cache = False  # every question is measured against the endpoint
         config.warm_child = True
+        config.output_dir = str(charts)  # charts the runs draw land beside the report
         self.namespace: dict[str, Any] = {}
         self.session = Session(config, self.namespace, notebook="dataagent-eval")
         self.session.sandbox.start_warm()  # the child starts while the first table loads
@@ -292,6 +293,7 @@ class Pool:
     """``jobs`` workers, created as threads need them and closed together."""
 
     settings: Settings
+    charts: Path
     _local: threading.local = field(default_factory=threading.local)
     _workers: list[Worker] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -300,7 +302,7 @@ class Pool:
         """The calling thread's worker (each thread gets its own session and child)."""
         worker = getattr(self._local, "worker", None)
         if worker is None:
-            worker = Worker(self.settings)
+            worker = Worker(self.settings, self.charts)
             self._local.worker = worker
             with self._lock:
                 self._workers.append(worker)
