@@ -36,6 +36,9 @@ step "lint"
 ruff check .
 ruff format --check .
 
+step "container files (hadolint; tests/test_container.py checks the rest)"
+hadolint Dockerfile
+
 step "TypeScript unit tests"
 (cd js && jlpm test)
 
