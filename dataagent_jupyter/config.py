@@ -150,6 +150,29 @@ class DataAgent(Configurable):
         2, help="In run mode, times the model may repair code that raised (0 = never)."
     ).tag(config=True)
 
+    # --- agent mode ------------------------------------------------------------------
+    agent_max_steps = Int(
+        8, help="Agent mode: most steps (code runs) in one run; then it ends with a summary."
+    ).tag(config=True)
+    agent_max_tokens = Int(
+        60_000,
+        help="Agent mode: most tokens (prompt + answer, all requests) one run may use; "
+        "then it ends with the summary so far (0 = no limit).",
+    ).tag(config=True)
+    agent_timeout = Float(
+        600.0, help="Agent mode: wall-clock seconds one run may take; then it ends with a summary."
+    ).tag(config=True)
+    agent_approval = Enum(
+        ["none", "each-step"],
+        "none",
+        help="Agent mode: 'each-step' waits for Run / Skip / Stop before each step runs.",
+    ).tag(config=True)
+    agent_result_chars = Int(
+        2_000,
+        help="Agent mode: characters of a step's outcome (printed output, first rows) sent "
+        "back to the model.",
+    ).tag(config=True)
+
     # --- the sandbox -----------------------------------------------------------------
     memory_limit = Unicode(
         "50%",
@@ -249,13 +272,20 @@ class DataAgent(Configurable):
         "max_processes",
         "cache_max_entries",
         "max_upload_mb",
+        "agent_max_tokens",
     )
     def _check_non_negative(self, proposal: dict[str, Any]) -> int:
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} must be 0 or more")
         return proposal["value"]
 
-    @validate("timeout", "exec_timeout")
+    @validate("agent_max_steps", "agent_result_chars")
+    def _check_at_least_one(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name} must be 1 or more")
+        return proposal["value"]
+
+    @validate("timeout", "exec_timeout", "agent_timeout")
     def _check_positive(self, proposal: dict[str, Any]) -> float:
         if proposal["value"] <= 0:
             raise TraitError(f"{proposal['trait'].name} must be more than 0 seconds")

@@ -138,6 +138,12 @@ class NoCodeInAnswer(LLMError):
     title = "No usable code"
 
 
+class ToolsUnsupported(LLMError):
+    """The endpoint refused the ``tools`` parameter; agent mode then uses plain messages."""
+
+    title = "No tool calling"
+
+
 class ReplayMiss(LLMError):
     """Replay mode is on and the transcript holds no answer for this request."""
 

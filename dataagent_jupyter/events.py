@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from .errors import DataAgentError
 
-Phase = Literal["describing", "asking", "running", "fixing", "checking", "loading"]
+Phase = Literal["describing", "asking", "running", "fixing", "checking", "loading", "waiting"]
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,55 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Done:
-    """The question is answered. ``code`` is the code that produced the answer."""
+class StepStarted:
+    """Agent mode: step ``step`` is about to run ``code`` in the child kernel."""
 
-    mode: Literal["insert", "run"]
+    step: int
+    code: str
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class StepApproval:
+    """Agent mode with ``agent_approval="each-step"``: step ``step`` waits for Run/Skip/Stop."""
+
+    step: int
+    code: str
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    """Agent mode: a step ended. ``notes`` name silent failures (an empty result, ...).
+
+    ``usage`` and ``elapsed`` are the run's totals so far, for the progress line.
+    """
+
+    step: int
+    outcome: Literal["ok", "failed", "skipped"]
+    error: str = ""
+    notes: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ProposedCell:
+    """A notebook cell offered at the end of an agent run, for the user to review."""
+
+    cell_type: Literal["markdown", "code"]
+    source: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The question is answered. ``code`` is the code that produced the answer.
+
+    In agent mode ``explanation`` is the Markdown summary, ``cells`` the analysis proposed
+    as notebook cells (question and summary, then one code cell per step that worked),
+    ``steps`` how many steps ran and ``ended_by`` which budget or Stop ended the run early.
+    """
+
+    mode: Literal["insert", "run", "agent"]
     outcome: Literal["inserted", "ran", "failed", "proposed"]
     code: str
     explanation: str
@@ -99,6 +144,9 @@ class Done:
     cached: bool = False
     into: str | None = None
     replayed: bool = False
+    cells: tuple[ProposedCell, ...] = ()
+    steps: int = 0
+    ended_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +158,18 @@ class Failed:
     elapsed: float = 0.0
 
 
-Event = Status | Delta | CodeProposed | Output | RunFailed | Done | Failed
+Event = (
+    Status
+    | Delta
+    | CodeProposed
+    | Output
+    | RunFailed
+    | StepStarted
+    | StepApproval
+    | StepFinished
+    | Done
+    | Failed
+)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

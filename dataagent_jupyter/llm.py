@@ -27,25 +27,68 @@ log = logging.getLogger("dataagent_jupyter.llm")
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 
 
+#: Most tool calls kept from one answer, and characters of one call's arguments: the
+#: answer comes from outside, so what we hold of it is bounded by us, not by the sender.
+MAX_TOOL_CALLS = 8
+MAX_TOOL_ARGUMENTS = 100_000
+
+
 @dataclass(frozen=True)
 class ChatRequest:
-    """Exactly what is sent: model, messages and sampling options."""
+    """Exactly what is sent: model, messages, sampling options and (agent mode) tools.
+
+    ``messages`` are chat-completions messages; agent mode adds assistant messages with
+    ``tool_calls`` and ``tool`` messages, hence ``Any`` values. ``tools`` are function
+    schemas; a request without tools serialises exactly as before (same cache keys).
+    """
 
     model: str
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
     temperature: float | None = None
+    tools: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": list(self.messages),
             "temperature": self.temperature,
         }
+        if self.tools:
+            body["tools"] = list(self.tools)
+        return body
 
     def key(self) -> str:
         """A stable digest of the request: equal requests, equal keys (cache and replay)."""
         canonical = json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for; ``arguments`` is the raw JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The call as it goes back in the assistant message of the next request."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ToolCall:
+        """Parse a stored call strictly (cache and transcripts are files a user can edit)."""
+        function = data.get("function") if isinstance(data, dict) else None
+        if not isinstance(function, dict):
+            raise ValueError("a tool call needs a 'function' object")
+        name, arguments = function.get("name"), function.get("arguments", "")
+        if not isinstance(name, str) or not isinstance(arguments, str):
+            raise ValueError("a tool call needs a string name and arguments")
+        return cls(id=str(data.get("id") or ""), name=name, arguments=arguments)
 
 
 @dataclass(frozen=True)
@@ -57,9 +100,10 @@ class ChatResponse:
     model: str = ""
     finish_reason: str | None = "stop"
     source: str = "endpoint"  # endpoint | cache | replay
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "text": self.text,
             "model": self.model,
             "finish_reason": self.finish_reason,
@@ -68,16 +112,23 @@ class ChatResponse:
                 "completion_tokens": self.usage.completion_tokens,
             },
         }
+        if self.tool_calls:
+            body["tool_calls"] = [call.to_json() for call in self.tool_calls]
+        return body
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str = "endpoint") -> ChatResponse:
         usage = data.get("usage") or {}
+        calls = data.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise ValueError("'tool_calls' must be a list")
         return cls(
             text=data["text"],
             model=data.get("model", ""),
             finish_reason=data.get("finish_reason"),
             usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
             source=source,
+            tool_calls=tuple(ToolCall.from_json(c) for c in calls[:MAX_TOOL_CALLS]),
         )
 
 
@@ -155,6 +206,8 @@ class OpenAIChat:
         }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
+        if request.tools:
+            kwargs["tools"] = list(request.tools)
         started = time.perf_counter()
         chunks: queue.Queue[tuple[str, Any]] = queue.Queue()
         holder: dict[str, Any] = {}
@@ -175,6 +228,7 @@ class OpenAIChat:
         usage = Usage()
         model = request.model
         finish: str | None = None
+        calls = _ToolCallParts()
         try:
             while True:
                 if cancel is not None and cancel.is_set():
@@ -186,7 +240,9 @@ class OpenAIChat:
                 if kind == "end":
                     break
                 if kind == "error":
-                    raise _translate(item, self.base_url, request.model, self.timeout)
+                    raise _translate(
+                        item, self.base_url, request.model, self.timeout, tools=bool(request.tools)
+                    )
                 model = getattr(item, "model", None) or model
                 if getattr(item, "usage", None):
                     usage = Usage(item.usage.prompt_tokens or 0, item.usage.completion_tokens or 0)
@@ -195,6 +251,8 @@ class OpenAIChat:
                     if text:
                         parts.append(text)
                         on_delta(text)
+                    if choice.delta is not None and getattr(choice.delta, "tool_calls", None):
+                        calls.add(choice.delta.tool_calls)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except KeyboardInterrupt:
@@ -220,11 +278,56 @@ class OpenAIChat:
             usage.completion_tokens,
             time.perf_counter() - started,
         )
-        return ChatResponse(text=text, usage=usage, model=model, finish_reason=finish)
+        return ChatResponse(
+            text=text, usage=usage, model=model, finish_reason=finish, tool_calls=calls.finished()
+        )
+
+
+class _ToolCallParts:
+    """Tool calls assembled from streamed deltas (a call's arguments arrive in pieces).
+
+    Bounded: at most ``MAX_TOOL_CALLS`` calls and ``MAX_TOOL_ARGUMENTS`` characters each;
+    an endpoint sending more gets a ``BadResponse``, never unbounded memory.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: Any) -> None:
+        for delta in deltas:
+            index = getattr(delta, "index", None)
+            index = index if isinstance(index, int) else len(self._calls)
+            if index not in self._calls and len(self._calls) >= MAX_TOOL_CALLS:
+                raise errors.BadResponse(
+                    f"the model asked for more than {MAX_TOOL_CALLS} tool calls in one answer."
+                )
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": []})
+            call["id"] = getattr(delta, "id", None) or call["id"]
+            function = getattr(delta, "function", None)
+            if function is None:
+                continue
+            call["name"] = getattr(function, "name", None) or call["name"]
+            piece = getattr(function, "arguments", None) or ""
+            call["size"] = call.get("size", 0) + len(piece)
+            if call["size"] > MAX_TOOL_ARGUMENTS:
+                raise errors.BadResponse(
+                    f"a tool call's arguments ran past {MAX_TOOL_ARGUMENTS} characters."
+                )
+            call["arguments"].append(piece)
+
+    def finished(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(
+                id=call["id"] or f"call_{index}",
+                name=call["name"],
+                arguments="".join(call["arguments"]),
+            )
+            for index, call in sorted(self._calls.items())
+        )
 
 
 def _translate(
-    exc: BaseException, base_url: str | None, model: str, timeout: float
+    exc: BaseException, base_url: str | None, model: str, timeout: float, *, tools: bool = False
 ) -> BaseException:
     """One clear ``LLMError`` for whatever the SDK or the transport raised."""
     import openai
@@ -232,6 +335,12 @@ def _translate(
     host = endpoint_host(base_url)
     if isinstance(exc, errors.DataAgentError | KeyboardInterrupt):
         return exc
+    if tools and _refuses_tools(exc):
+        return errors.ToolsUnsupported(
+            f"{host} does not accept tool calling for {model!r} "
+            f"({exc.status_code}: {_error_detail(exc)[:200]}).",  # type: ignore[attr-defined]
+            hint="Agent mode falls back to plain messages for this endpoint.",
+        )
     if isinstance(exc, openai.APITimeoutError):
         return errors.LLMTimeout(
             f"{host} did not answer within {timeout:g} s.",
@@ -286,6 +395,21 @@ def _translate(
             hint="Ask again; if it keeps happening, check the endpoint or proxy.",
         )
     return errors.LLMError(f"the request to {host} failed: {name}: {exc}")
+
+
+def _refuses_tools(exc: BaseException) -> bool:
+    """Whether an error answer means "this endpoint or model has no tool calling".
+
+    Servers say it differently (OpenAI-compatible gateways 400 "tools is not supported",
+    Ollama 400 "does not support tools", vLLM 400 about tool choice, some 404/422/501);
+    common to all: a client-error status whose message names tools or functions.
+    """
+    import openai
+
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 404, 422, 501):
+        return False
+    detail = _error_detail(exc).lower()
+    return "tool" in detail or "function" in detail
 
 
 def _error_detail(exc: Any) -> str:

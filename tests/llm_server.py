@@ -5,6 +5,11 @@ over HTTP, and the test reads back every request it got (``server.requests``). F
 part of a scripted reply: a status code (with or without ``Retry-After``), a delay before
 answering, a delay between streamed chunks, a stream cut mid-way, a malformed body.
 
+Agent mode: a reply may hold tool calls (``Reply(tool_calls=[tool_call("run_python",
+code="...")])``), streamed in pieces like a real endpoint's. ``LLMServer(reject_tools=True)``
+plays an endpoint without tool calling: any request carrying ``tools`` gets a 400, without
+using up a scripted reply.
+
 Run it by hand for the browser tests or a demo::
 
     python tests/llm_server.py --port 8765 --answer "Here it is\\n```python\\nresult = 1\\n```"
@@ -40,6 +45,18 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    #: function calls: [{"id": ..., "name": ..., "arguments": dict | str}]
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tool_call(name: str, call_id: str | None = None, **arguments: Any) -> dict[str, Any]:
+    """One scripted function call, e.g. ``tool_call("run_python", code="result = 1")``."""
+    return {"id": call_id or f"call_{name}_{id(arguments):x}", "name": name, "arguments": arguments}
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    args = call.get("arguments", {})
+    return args if isinstance(args, str) else json.dumps(args)
 
 
 def code_answer(code: str, explanation: str = "Here is the code.") -> str:
@@ -75,8 +92,10 @@ class LLMServer:
         models: tuple[str, ...] = ("gpt-4o-mini", "test-model"),
         api_key: str | None = "sk-test-0123456789abcdef",
         default: Reply | Callable[[Request], Reply] | None = None,
+        reject_tools: bool = False,
     ) -> None:
         self.models = list(models)
+        self.reject_tools = reject_tools
         self.api_key = api_key
         self.requests: list[Request] = []
         self.default = default
@@ -215,6 +234,9 @@ class LLMServer:
                         "model_not_found",
                     )
                     return
+                if server.reject_tools and body.get("tools"):
+                    self._error(400, "tools is not supported by this model", "invalid_request")
+                    return
                 reply = server._next_reply(request)
                 if reply.delay:
                     time.sleep(reply.delay)
@@ -238,13 +260,23 @@ class LLMServer:
                     else len(json.dumps(body)) // 4,
                     "completion_tokens": reply.completion_tokens
                     if reply.completion_tokens is not None
-                    else max(1, len(reply.text) // 4),
+                    else max(1, (len(reply.text) + len(json.dumps(reply.tool_calls))) // 4),
                 }
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 name = reply.model or model
                 if body.get("stream"):
                     self._stream(reply, name, usage, body)
                 else:
+                    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+                    if reply.tool_calls:
+                        message["tool_calls"] = [
+                            {
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["name"], "arguments": _arguments(call)},
+                            }
+                            for call in reply.tool_calls
+                        ]
                     self._json(
                         200,
                         {
@@ -255,8 +287,8 @@ class LLMServer:
                             "choices": [
                                 {
                                     "index": 0,
-                                    "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": reply.text},
+                                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                                    "message": message,
                                 }
                             ],
                             "usage": usage,
@@ -306,7 +338,18 @@ class LLMServer:
                         if reply.chunk_delay:
                             time.sleep(reply.chunk_delay)
                         send(chunk({"content": piece}))
-                    send(chunk({}, finish="stop"))
+                    for index, call in enumerate(reply.tool_calls):
+                        # like real endpoints: id and name first, the arguments in pieces
+                        head = {"index": index, "id": call["id"], "type": "function"}
+                        head["function"] = {"name": call["name"], "arguments": ""}
+                        send(chunk({"tool_calls": [head]}))
+                        text = _arguments(call)
+                        for i in range(0, len(text), reply.chunk_size):
+                            if reply.chunk_delay:
+                                time.sleep(reply.chunk_delay)
+                            piece = {"arguments": text[i : i + reply.chunk_size]}
+                            send(chunk({"tool_calls": [{"index": index, "function": piece}]}))
+                    send(chunk({}, finish="tool_calls" if reply.tool_calls else "stop"))
                     if (body.get("stream_options") or {}).get("include_usage"):
                         send(chunk({}, with_usage=usage))
                     send("[DONE]")

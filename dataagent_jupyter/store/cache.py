@@ -74,7 +74,7 @@ class ResponseCache:
         """Store a complete answer; return False (storing nothing) for an incomplete one."""
         if (
             self.max_entries <= 0
-            or not response.text.strip()
+            or not (response.text.strip() or response.tool_calls)
             or response.finish_reason in _INCOMPLETE
         ):
             return False
