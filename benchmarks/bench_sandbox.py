@@ -23,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataagent_jupyter.config import DataAgent
+from dataagent_jupyter.options import AskOptions
 from dataagent_jupyter.sandbox import Sandbox
 
 MB = 1_000_000
@@ -196,7 +197,9 @@ def bench_ask_run(outdir: str, repeat: int) -> None:
     def to_first_output(session: Session) -> float:
         started = time.perf_counter()
         first = None
-        for event in session.ask("how many rows?", frames=["df"], mode="run", use_cache=False):
+        for event in session.ask(
+            "how many rows?", AskOptions(frames=("df",), mode="run", use_cache=False)
+        ):
             if first is None and isinstance(event, Output):
                 first = time.perf_counter() - started
         assert first is not None, "no output"

@@ -25,6 +25,7 @@ from typing import Any
 from . import errors
 from ._version import __version__
 from .events import Done, Event, Failed, event_to_json
+from .options import AskOptions
 
 log = logging.getLogger("dataagent_jupyter.comm")
 
@@ -187,15 +188,9 @@ class _Channel:
         question = data.get("question")
         if not isinstance(question, str):
             raise errors.UsageError("an ask request needs a question (a string).")
-        frames = _frame_names(data.get("frames"))
-        mode = data.get("mode")
-        if mode is not None and mode not in ("insert", "run"):
-            raise errors.UsageError(f"mode must be 'insert' or 'run', not {mode!r}.")
+        options = AskOptions(frames=_frame_names(data.get("frames")), mode=data.get("mode"))
         session = self.registration.get_session()
-        self._start(
-            request_id,
-            lambda cancel: session.ask(question, frames=frames, mode=mode, cancel=cancel),
-        )
+        self._start(request_id, lambda cancel: session.ask(question, options, cancel=cancel))
 
     def _run(self, data: dict[str, Any]) -> None:
         request_id = _request_id(data)
@@ -331,12 +326,12 @@ def _request_id(data: dict[str, Any]) -> str:
     return request_id
 
 
-def _frame_names(value: Any) -> list[str] | None:
+def _frame_names(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise errors.UsageError("frames must be a list of names, or null for all frames.")
-    return value or None
+    return tuple(value) or None
 
 
 def _jsonable(value: Any) -> Any:

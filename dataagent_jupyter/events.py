@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 from .errors import DataAgentError
 
+#: what the engine is doing; front ends name each phase on their status line
 Phase = Literal["describing", "asking", "running", "fixing", "checking", "loading", "waiting"]
+#: insert: propose the code as a cell to review; run: run it in the child kernel;
+#: agent: a loop of steps run in the child, ending in a summary and proposed cells
+Mode = Literal["insert", "run", "agent"]
+#: how a question ended, as the history records it
+Outcome = Literal["inserted", "ran", "failed", "proposed"]
+#: the modes a question can be asked in (agent mode joins when its engine does)
+MODES: tuple[Mode, ...] = ("insert", "run")
 
 
 @dataclass(frozen=True)
@@ -133,8 +141,8 @@ class Done:
     ``steps`` how many steps ran and ``ended_by`` which budget or Stop ended the run early.
     """
 
-    mode: Literal["insert", "run", "agent"]
-    outcome: Literal["inserted", "ran", "failed", "proposed"]
+    mode: Mode
+    outcome: Outcome
     code: str
     explanation: str
     model: str

@@ -20,6 +20,7 @@ from .cell_output import show_markdown, show_rich
 from .config import DataAgent
 from .llm import endpoint_host
 from .magics import DataAgentMagics, cell_text, render_events
+from .options import AskOptions
 from .session import Session
 
 log = logging.getLogger("dataagent_jupyter")
@@ -41,7 +42,6 @@ class Extension:
             ) from None
         self.session = Session(self.config, shell.user_ns)
         self.magics = DataAgentMagics(shell, self)
-        self.pending_code: str | None = None
         self._hooks: list[tuple[str, Any]] = []
 
     # --- lifecycle -------------------------------------------------------------------
@@ -107,15 +107,15 @@ class Extension:
             comm.unregister(self.shell)
 
     # --- asking ----------------------------------------------------------------------
-    def ask(self, question: str, **options: Any) -> None:
+    def ask(self, question: str, options: AskOptions) -> None:
         """Run a question through the session and render it into the current cell."""
-        mode = options.get("mode") or self.config.mode
-        if options.get("check") and mode == "run":
-            raise errors.UsageError("--check goes with --insert (run mode always runs).")
-        events = self.session.ask(question, **options)
-        done = render_events(events, mode=mode, shell=self.shell, question=question)
+        options = options.resolve(self.config)
+        events = self.session.ask(question, options)
+        done = render_events(
+            events, mode=options.mode or "insert", shell=self.shell, question=question
+        )
         if done.mode == "insert":
-            self.pending_code = cell_text(question, done.code)
+            self.session.pending_cell = cell_text(question, done.code)
 
     # --- %dataagent commands -------------------------------------------------------------
     def cmd_help(self, args: list[str]) -> None:
@@ -232,9 +232,9 @@ class Extension:
         return history
 
     def cmd_insert(self, args: list[str]) -> None:
-        if not self.pending_code:
+        if not self.session.pending_cell:
             raise errors.UsageError("there is no proposed code to insert yet.")
-        self.shell.set_next_input(self.pending_code, replace=False)
+        self.shell.set_next_input(self.session.pending_cell, replace=False)
 
 
 _HELP = """\

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import FrameError
-from .llm import estimate_tokens
+from .tokens import estimate_tokens
 
 Privacy = Literal["sample", "schema"]
 

@@ -149,15 +149,6 @@ def endpoint_host(base_url: str | None) -> str:
     return parsed.netloc or (base_url or DEFAULT_ENDPOINT)
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (about 4 characters a token for English and code).
-
-    tiktoken downloads its tables on first use, which offline machines cannot do; for
-    budgeting a prompt a close estimate is enough.
-    """
-    return (len(text) + 3) // 4
-
-
 class OpenAIChat:
     """Streams chat completions from any OpenAI-compatible endpoint through the openai SDK."""
 

@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from . import errors
 from .cell_output import CellOutput
 from .events import CodeProposed, Done, Failed
+from .options import AskOptions
 
 if TYPE_CHECKING:
     from .extension import Extension
@@ -103,9 +104,8 @@ class DataAgentMagics(Magics):
         else:
             args = parse_argstring(self.ask, line)
             question = cell
-        self.extension.ask(
-            question,
-            frames=args.frames or None,
+        options = AskOptions(
+            frames=tuple(args.frames or ()) or None,
             mode=args.mode,
             check=args.check,
             into=args.into,
@@ -113,6 +113,7 @@ class DataAgentMagics(Magics):
             privacy=args.privacy,
             use_cache=not args.no_cache,
         )
+        self.extension.ask(question, options)
 
     @line_magic
     def dataagent(self, line: str) -> Any:

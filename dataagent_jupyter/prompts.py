@@ -12,14 +12,12 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import pandas as pd
 
+from .events import Mode
 from .frames import FrameDescription
-from .llm import estimate_tokens
-
-Mode = Literal["insert", "run"]
+from .tokens import estimate_message_tokens
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def build_messages(
     recent = list(history)[-max_history_turns:] if max_history_turns > 0 else []
     for turn in reversed(recent):  # newest first, so the budget drops the oldest
         pair = past_turn_messages(turn)
-        cost = sum(estimate_tokens(m["content"]) for m in pair)
+        cost = estimate_message_tokens(pair)
         if used + cost > history_budget_tokens:
             break
         kept.append(pair)

@@ -1,12 +1,21 @@
 """The engine: one question in, a stream of events out, the same for every front end.
 
-``Session.ask`` is a generator. Slow work (the LLM stream, a run in the child kernel)
-happens on a worker thread that hands events to the generator through a queue, so the
-caller's thread can always react: it yields a ``Status`` heartbeat every second (the
+``Session.ask`` returns a stream of events. Slow work (the LLM stream, a run in the child
+kernel) happens on a worker thread that hands events to the stream through a queue, so
+the caller's thread can always react: it yields a ``Status`` heartbeat every second (the
 elapsed-time line), and a Stop (``cancel``) or Ctrl-C ends the question at once.
 
-Errors never escape ``ask``: every ``DataAgentError`` becomes a final ``Failed`` event,
-so a front end renders one clear message and the kernel never hangs.
+Every kind of turn (a question, a run of existing code; later a fix, an agent's steps)
+goes through one lifecycle, :meth:`Session.run_turn`: it takes the session's busy lock
+(the one "one question at a time" rule), runs the turn's *body*, turns any exception
+into one final ``Failed`` event, remembers the turn and releases the lock exactly once.
+Errors never escape: a front end renders one clear message and the kernel never hangs.
+A new kind of turn is a new body, a generator ``body(turn, cancel)`` that yields events
+and returns the final ``Done``; the lifecycle does the rest.
+
+A question's body reads as its steps: prepare (check, fill in the options' defaults, find
+the frames) → prompt (describe the frames, fit the history) → answer (ask the model, ask
+again if it gave no code) → run with fixes → bring back (``--into``).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import errors, store
 from ._version import __version__
@@ -31,13 +40,23 @@ from .events import (
     Done,
     Event,
     Failed,
+    Mode,
     Phase,
     RunFailed,
     Status,
     Usage,
 )
-from .frames import FrameInfo, FrameTracker, describe_many, find_frames, frame_info, is_frame
+from .frames import (
+    FrameInfo,
+    FrameTracker,
+    Privacy,
+    describe_many,
+    find_frames,
+    frame_info,
+    is_frame,
+)
 from .llm import ChatBackend, ChatRequest, ChatResponse, OpenAIChat, endpoint_host
+from .options import AskOptions
 from .prompts import (
     PastTurn,
     build_messages,
@@ -45,6 +64,10 @@ from .prompts import (
     outcome_summary,
     retry_no_code_message,
 )
+from .tokens import estimate_message_tokens
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 log = logging.getLogger("dataagent_jupyter.session")
 
@@ -56,13 +79,25 @@ HEARTBEAT = 1.0
 FRAMES_SHARE = 0.75
 
 
-@dataclass
-class _Turn:
-    """What is accumulated while one question is answered."""
+#: what kind of turn is being answered (agent and fix turns will join this set)
+TurnKind = Literal["ask", "run"]
+#: what the user calls each kind of turn in messages ("the question was interrupted")
+_NOUN: dict[str, str] = {"ask": "question", "run": "run"}
 
+
+@dataclass
+class TurnState:
+    """What is accumulated while one turn (a question, a run) is answered.
+
+    A turn with a ``question`` is remembered when it ends (follow-ups, history, metrics);
+    a run of existing code has none and leaves no record, as before it had a lifecycle.
+    """
+
+    kind: TurnKind
     question: str
-    mode: str
+    mode: Mode
     model: str
+    privacy: Privacy = "sample"
     started: float = field(default_factory=time.perf_counter)
     usage: Usage = field(default_factory=Usage)
     billed: Usage = field(default_factory=Usage)
@@ -75,19 +110,38 @@ class _Turn:
     result_repr: str | None = None
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
-    holds_lock: bool = False
-    privacy: str = "sample"
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
 
+#: the work of one turn: yields its events and returns the final ``Done``; raising any
+#: exception ends the turn in one ``Failed`` (see :meth:`Session.run_turn`)
+TurnBody = Callable[[TurnState, threading.Event], Generator[Event, None, Done]]
+#: builds the chat backend for one question (replay, cache, recorder or a test's own)
+BackendFactory = Callable[[AskOptions], ChatBackend]
+#: builds the child-kernel sandbox of a session, from the config and the session id
+SandboxFactory = Callable[[DataAgent, str], "Sandbox"]
+
+
 class Session:
-    """One conversation with the data of one kernel; shared by magics, widget and panel."""
+    """One conversation with the data of one kernel; shared by magics, widget and panel.
+
+    ``backend_factory`` and ``sandbox_factory`` replace how the chat backend and the
+    sandbox are built (tests drive the engine through them); by default the backend is
+    the configured endpoint behind the cache, the recorder or the replayer, and the
+    sandbox a child kernel under ``DataAgent``'s limits.
+    """
 
     def __init__(
-        self, config: DataAgent, namespace: MutableMapping[str, Any], *, notebook: str | None = None
+        self,
+        config: DataAgent,
+        namespace: MutableMapping[str, Any],
+        *,
+        notebook: str | None = None,
+        backend_factory: BackendFactory | None = None,
+        sandbox_factory: SandboxFactory | None = None,
     ) -> None:
         self.config = config
         self.namespace = namespace
@@ -95,12 +149,16 @@ class Session:
         self.id = uuid.uuid4().hex[:12]
         self.tracker = FrameTracker()
         self.turns: list[PastTurn] = []
+        #: the last proposed cell (question comment and code), for ``%dataagent insert``
+        self.pending_cell: str | None = None
         self._transcript: list[dict[str, Any]] = []
         self._history_dir: str | None = None  # the data_dir the open history belongs to
         self._restored = False  # earlier turns of this notebook were read back
-        self._sandbox: Any = None
+        self._backend_factory: BackendFactory = backend_factory or self._configured_backend
+        self._sandbox_factory: SandboxFactory = sandbox_factory or _child_sandbox
+        self._sandbox: Sandbox | None = None
         self._sandbox_lock = threading.Lock()
-        # one question or run at a time per session, whichever front end asks
+        # one turn at a time per session, whichever front end asks: the only such rule
         self._busy = threading.Lock()
         self._chat: tuple[tuple[Any, ...], OpenAIChat] | None = None
         self._history: store.History | None = None
@@ -112,50 +170,32 @@ class Session:
         config.observe(lambda change: store.configure_logging(change["new"]), "log_level")
 
     # --- public API ------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Whether a turn is being answered now (front ends show it; a second is refused)."""
+        return self._busy.locked()
+
     def ask(
         self,
         question: str,
+        options: AskOptions | None = None,
         *,
-        frames: Sequence[str] | None = None,
-        mode: str | None = None,
-        model: str | None = None,
-        privacy: str | None = None,
-        use_cache: bool = True,
-        check: bool = False,
-        into: str | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[Event]:
-        """Answer ``question`` about ``frames`` (all frames when None); yields events.
+        """Answer ``question`` as ``options`` say (default: the config's); yields events.
 
-        ``mode`` "insert" proposes code (``check`` runs it in the child first, fixing it
-        if it fails); "run" runs it in the child and shows the outputs; ``into`` binds the
-        child's ``result`` in the user's namespace.
+        Insert mode proposes code (``check`` runs it in the child first, fixing it if it
+        fails); run mode runs it in the child and shows the outputs; ``into`` binds the
+        child's ``result`` in the user's namespace. Setting ``cancel`` stops the question.
         """
-        cancel = cancel or threading.Event()
-        run_mode = mode or self.config.mode
-        turn = _Turn(question=question.strip(), mode=run_mode, model=model or self.config.model)
-        if not self._busy.acquire(blocking=False):
-            yield _busy_failure()
-            return
-        turn.holds_lock = True
-        try:
-            yield from self._ask(turn, frames, run_mode, privacy, use_cache, check, into, cancel)
-        except KeyboardInterrupt:
-            cancel.set()
-            failed = Failed(
-                errors.Cancelled("the question was interrupted."),
-                code=turn.code,
-                elapsed=turn.elapsed,
-            )
-            yield self._finish(turn, failed)
-        except errors.DataAgentError as exc:
-            cancel.set()
-            yield self._finish(turn, Failed(exc, code=turn.code, elapsed=turn.elapsed))
-        except Exception as exc:  # a bug of ours must still end in one clear message
-            cancel.set()
-            yield self._finish(turn, Failed(_internal(exc), code=turn.code, elapsed=turn.elapsed))
-        finally:
-            self._release(turn)
+        options = options or AskOptions()
+        turn = TurnState(
+            kind="ask",
+            question=question.strip(),
+            mode=options.mode or self.config.mode,
+            model=options.model or self.config.model,
+        )
+        return self.run_turn(turn, lambda t, stop: self._ask(t, options, stop), cancel=cancel)
 
     def run_code(
         self,
@@ -165,43 +205,51 @@ class Session:
         cancel: threading.Event | None = None,
     ) -> Iterator[Event]:
         """Run existing code (a "Run" button on an earlier answer) in the child kernel."""
-        cancel = cancel or threading.Event()
-        turn = _Turn(question="(run code)", mode="run", model=self.config.model, code=code)
+        turn = TurnState(kind="run", question="", mode="run", model=self.config.model, code=code)
+        return self.run_turn(turn, lambda t, stop: self._run(t, frames, stop), cancel=cancel)
+
+    def run_turn(
+        self, turn: TurnState, body: TurnBody, *, cancel: threading.Event | None = None
+    ) -> Iterator[Event]:
+        """The one lifecycle of every turn; ``body`` is the turn's own work.
+
+        1. Take the session's busy lock, or yield one refusal and stop.
+        2. Run ``body(turn, cancel)``, passing its events on; it returns the final ``Done``.
+        3. Any exception ends the turn in one ``Failed``: Ctrl-C as ``Cancelled``, a
+           ``DataAgentError`` as itself, anything else (a bug) as one clear message.
+        4. Finish: remember the turn (follow-ups, history, metrics), release the lock,
+           then yield the final event, so a front end that stops there loses nothing.
+        5. The lock is released exactly once, however the stream ends (closed early too).
+
+        Nothing is started until the first event is asked for; a front end that takes
+        the first one on its own thread knows at once whether the turn was refused.
+        """
+        stop = cancel or threading.Event()
         if not self._busy.acquire(blocking=False):
             yield _busy_failure()
             return
-        turn.holds_lock = True
+        held = True
         try:
-            found = find_frames(
-                self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
-            )
-            yield from self._run_once(turn, code, found, 1, cancel, phase="running")
-            self._release(turn)
-            yield Done(
-                mode="run",
-                outcome="ran",
-                code=code,
-                explanation="",
-                model=turn.model,
-                usage=Usage(),
-                elapsed=turn.elapsed,
-            )
-        except KeyboardInterrupt:
-            cancel.set()
-            self._release(turn)
-            yield Failed(
-                errors.Cancelled("the run was interrupted."), code=code, elapsed=turn.elapsed
-            )
-        except errors.DataAgentError as exc:
-            cancel.set()
-            self._release(turn)
-            yield Failed(exc, code=code, elapsed=turn.elapsed)
-        except Exception as exc:  # a bug of ours must still end in one clear message
-            cancel.set()
-            self._release(turn)
-            yield Failed(_internal(exc), code=code, elapsed=turn.elapsed)
+            final: Done | Failed
+            try:
+                final = yield from body(turn, stop)
+            except KeyboardInterrupt:
+                stop.set()
+                noun = _NOUN.get(turn.kind, "turn")
+                final = self._failed(turn, errors.Cancelled(f"the {noun} was interrupted."))
+            except errors.DataAgentError as exc:
+                stop.set()
+                final = self._failed(turn, exc)
+            except Exception as exc:  # a bug of ours must still end in one clear message
+                stop.set()
+                final = self._failed(turn, _internal(exc))
+            self._finish(turn, final)
+            held = False
+            self._busy.release()
+            yield final
         finally:
-            self._release(turn)
+            if held:
+                self._busy.release()
 
     def list_frames(self) -> list[FrameInfo]:
         """The DataFrames and Series in the namespace, most recently defined first."""
@@ -283,16 +331,15 @@ class Session:
             self._remember(t.question, t.answer, t.code, outcome)
 
     @property
-    def sandbox(self) -> Any:
+    def sandbox(self) -> Sandbox:
         """The child-kernel sandbox, created on first use."""
         with self._sandbox_lock:
             if self._sandbox is None:
-                from .sandbox import Sandbox
-
-                self._sandbox = Sandbox(self.config, session_id=self.id)
+                self._sandbox = self._sandbox_factory(self.config, self.id)
             return self._sandbox
 
-    def sandbox_if_started(self) -> Any:
+    def sandbox_if_started(self) -> Sandbox | None:
+        """The sandbox if a run has started it (a status line must not start one)."""
         return self._sandbox
 
     def close(self) -> None:
@@ -304,45 +351,63 @@ class Session:
             self._history.close()
             self._history = None
 
-    # --- the pipeline ----------------------------------------------------------------
+    # --- the turns' bodies ----------------------------------------------------------
     def _ask(
-        self,
-        turn: _Turn,
-        frames: Sequence[str] | None,
-        mode: str,
-        privacy: str | None,
-        use_cache: bool,
-        check: bool,
-        into: str | None,
-        cancel: threading.Event,
-    ) -> Iterator[Event]:
+        self, turn: TurnState, options: AskOptions, cancel: threading.Event
+    ) -> Generator[Event, None, Done]:
+        """A question: prepare → prompt → answer → run with fixes → bring back."""
+        options, found = yield from self._prepare(turn, options)
+        messages = self._prompt(turn, found)
+        backend = self._backend_factory(options)
+        response = yield from self._propose(backend, messages, turn, found, 1, cancel)
+        if turn.mode == "insert" and not options.check:
+            return self._done(turn)
+        # run mode, or insert --check: run in the child, fixing failures
+        messages = [*messages, {"role": "assistant", "content": response.text}]
+        yield from self._run_with_fixes(backend, messages, turn, found, cancel)
+        if options.into:
+            yield from self._bring_back(turn, options.into, cancel)
+        return self._done(turn, into=options.into)
+
+    def _run(
+        self, turn: TurnState, frames: Sequence[str] | None, cancel: threading.Event
+    ) -> Generator[Event, None, Done]:
+        """Existing code run as it is: no model, no fixes, no record."""
+        found = find_frames(
+            self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
+        )
+        yield from self._run_once(turn, turn.code, found, 1, cancel, phase="running")
+        return self._done(turn)
+
+    # --- the steps of a question -----------------------------------------------------
+    def _prepare(
+        self, turn: TurnState, options: AskOptions
+    ) -> Generator[Event, None, tuple[AskOptions, dict[str, Any]]]:
+        """Check the question, fill in the options' defaults, find the frames."""
         if not turn.question:
             raise errors.UsageError(
                 "the question is empty.",
                 hint="Write it in the cell body under %%ask, e.g.\n%%ask sales\n"
                 "which region grew fastest last quarter?",
             )
-        if into is not None and not into.isidentifier():
-            raise errors.UsageError(f"--into needs a valid variable name, not {into!r}.")
-        if mode not in ("insert", "run"):
-            raise errors.UsageError(f"mode must be 'insert' or 'run', not {mode!r}.")
-        if into is not None and mode != "run":
-            raise errors.UsageError(
-                "--into brings back the result of a run; add --run.",
-                hint="In insert mode the proposed cell leaves `result` in your namespace when "
-                "you run it.",
-            )
+        options = options.resolve(self.config)
+        turn.mode = options.mode or turn.mode
+        turn.model = options.model or turn.model
+        turn.privacy = options.privacy or turn.privacy
         self.tracker.update(self.namespace)
         found = find_frames(
-            self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
+            self.namespace, options.frames, limit=self.config.max_frames, order=self.tracker.order
         )
         yield Status("describing", f"{len(found)} frame(s)")
         self._restore()
-        turn.privacy = privacy or self.config.privacy
+        return options, found
+
+    def _prompt(self, turn: TurnState, found: dict[str, Any]) -> list[dict[str, str]]:
+        """The messages: frame descriptions within the budget, then what history fits."""
         budget = self.config.max_prompt_tokens
         descriptions = describe_many(
             found,
-            privacy=turn.privacy,  # type: ignore[arg-type]
+            privacy=turn.privacy,
             sample_rows=self.config.sample_rows,
             stats_sample=self.config.stats_sample,
             budget_tokens=int(budget * FRAMES_SHARE),
@@ -354,88 +419,82 @@ class Session:
             if turn.privacy != "schema"
             else [PastTurn(t.question, t.code, schema_outcome(t.outcome)) for t in self.turns]
         )
-        messages = build_messages(
+        return build_messages(
             turn.question,
             descriptions,
             history,
-            mode=mode,  # type: ignore[arg-type]
+            mode=turn.mode,
             max_history_turns=self.config.max_history_turns,
             history_budget_tokens=max(budget - used, 200),
         )
-        backend = self._backend(use_cache=use_cache)
-        extracted, response = yield from self._answer(backend, messages, turn, 1, cancel)
+
+    def _propose(
+        self,
+        backend: ChatBackend,
+        messages: list[dict[str, str]],
+        turn: TurnState,
+        found: dict[str, Any],
+        attempt: int,
+        cancel: threading.Event,
+    ) -> Generator[Event, None, ChatResponse]:
+        """Ask the model for code and propose it (``CodeProposed``); returns the answer."""
+        extracted, response = yield from self._answer(backend, messages, turn, attempt, cancel)
         turn.code, turn.explanation = extracted.code, extracted.explanation
         yield CodeProposed(
             extracted.code,
             extracted.explanation,
-            attempt=1,
+            attempt=attempt,
             warnings=review_notes(extracted.code, found),
         )
-        if mode == "insert" and not check:
-            yield self._finish(turn, self._done(turn, "insert", "inserted"))
-            return
-        # run mode, or insert --check: run in the child, fixing failures
-        messages = [*messages, {"role": "assistant", "content": response.text}]
+        return response
+
+    def _run_with_fixes(
+        self,
+        backend: ChatBackend,
+        messages: list[dict[str, str]],
+        turn: TurnState,
+        found: dict[str, Any],
+        cancel: threading.Event,
+    ) -> Iterator[Event]:
+        """Run the proposed code; while it raises and attempts remain, ask for a fix."""
         max_fix = self.config.max_fix_attempts
-        phase: Phase = "running" if mode == "run" else "checking"
+        phase: Phase = "running" if turn.mode == "run" else "checking"
         for attempt in range(1, max_fix + 2):
             try:
                 yield from self._run_once(turn, turn.code, found, attempt, cancel, phase=phase)
-                break
+                return
             except errors.ExecutionFailed as exc:
                 will_retry = attempt <= max_fix
                 yield RunFailed(attempt, exc.ename, exc.evalue, exc.traceback, will_retry)
                 if not will_retry:
-                    tried = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise errors.ExecutionFailed(
-                        f"the code still fails{tried}: {exc.ename}: {exc.evalue}"
-                        if attempt > 1
-                        else f"the code failed: {exc.ename}: {exc.evalue}",
-                        traceback=exc.traceback,
-                        ename=exc.ename,
-                        evalue=exc.evalue,
-                        hint="The last version is offered as a new cell for you to review and fix."
-                        if attempt > 1 or max_fix == 0
-                        else None,
-                    ) from None
+                    raise _still_failing(exc, attempt, max_fix) from None
                 self.metrics.record_fix_attempt()
                 fix = fix_message(self._traceback_for_model(turn, exc))
                 messages = [*messages, {"role": "user", "content": fix}]
-                extracted, response = yield from self._answer(
-                    backend, messages, turn, attempt + 1, cancel
+                response = yield from self._propose(
+                    backend, messages, turn, found, attempt + 1, cancel
                 )
                 messages = [*messages, {"role": "assistant", "content": response.text}]
-                turn.code, turn.explanation = extracted.code, extracted.explanation
-                yield CodeProposed(
-                    extracted.code,
-                    extracted.explanation,
-                    attempt=attempt + 1,
-                    warnings=review_notes(extracted.code, found),
-                )
-        if into:
-            yield Status("running", f"copying result into {into}", turn.attempts)
-            value = yield from self._pump(
-                lambda emit: self.sandbox.fetch("result", cancel=cancel),
-                cancel,
-                "running",
-                f"copying result into {into}",
-                turn.attempts,
-            )
-            self.namespace[into] = value
-            self.tracker.update(self.namespace)
-        done = self._done(
-            turn,
-            "run" if mode == "run" else "insert",
-            "ran" if mode == "run" else "inserted",
-            into=into,
+
+    def _bring_back(self, turn: TurnState, into: str, cancel: threading.Event) -> Iterator[Event]:
+        """Copy the child's ``result`` into the user's namespace as ``into``."""
+        detail = f"copying result into {into}"
+        yield Status("running", detail, turn.attempts)
+        value = yield from self._pump(
+            lambda emit: self.sandbox.fetch("result", cancel=cancel),
+            cancel,
+            "running",
+            detail,
+            turn.attempts,
         )
-        yield self._finish(turn, done)
+        self.namespace[into] = value
+        self.tracker.update(self.namespace)
 
     def _answer(
         self,
         backend: ChatBackend,
         messages: list[dict[str, str]],
-        turn: _Turn,
+        turn: TurnState,
         attempt: int,
         cancel: threading.Event,
     ) -> Generator[Event, None, tuple[ExtractedCode, ChatResponse]]:
@@ -445,9 +504,7 @@ class Session:
             request = ChatRequest(
                 model=turn.model, messages=tuple(messages), temperature=self.config.temperature
             )
-            turn.prompt_tokens = max(
-                turn.prompt_tokens, sum(len(m["content"]) for m in messages) // 4
-            )
+            turn.prompt_tokens = max(turn.prompt_tokens, estimate_message_tokens(messages))
             detail = (
                 f"{turn.model} (replaying {os.path.basename(self.config.replay)})"
                 if self.config.replay
@@ -486,7 +543,7 @@ class Session:
 
     def _run_once(
         self,
-        turn: _Turn,
+        turn: TurnState,
         code: str,
         found: dict[str, Any],
         attempt: int,
@@ -560,8 +617,8 @@ class Session:
         return box["value"]
 
     # --- helpers ---------------------------------------------------------------------
-    def _backend(self, *, use_cache: bool) -> ChatBackend:
-        """The chat backend for the current config.
+    def _configured_backend(self, options: AskOptions) -> ChatBackend:
+        """The chat backend for the current config (the default ``backend_factory``).
 
         Replay answers from a transcript (no endpoint, no key). Otherwise the endpoint,
         behind the response cache, with the recorder outermost so cached answers are
@@ -586,7 +643,11 @@ class Session:
         if history is not None:
             cache = store.ResponseCache(history.database, cfg.cache_max_entries)
             backend = store.CachingBackend(
-                backend, cache, enabled=cfg.cache, refresh=not use_cache, metrics=self.metrics
+                backend,
+                cache,
+                enabled=cfg.cache,
+                refresh=not options.use_cache,
+                metrics=self.metrics,
             )
         if cfg.record:
             if self._recorder is None or str(self._recorder.path) != _abs(cfg.record):
@@ -596,11 +657,11 @@ class Session:
             backend = store.RecordingBackend(backend, self._recorder)
         return backend
 
-    def _done(self, turn: _Turn, mode: str, outcome: str, into: str | None = None) -> Done:
+    def _done(self, turn: TurnState, *, into: str | None = None) -> Done:
         return Done(
-            mode=mode,
-            outcome=outcome,
-            code=turn.code,  # type: ignore[arg-type]
+            mode=turn.mode,
+            outcome="ran" if turn.mode == "run" else "inserted",
+            code=turn.code,
             explanation=turn.explanation,
             model=turn.model,
             usage=turn.usage,
@@ -611,14 +672,13 @@ class Session:
             replayed=turn.replayed,
         )
 
-    def _finish(self, turn: _Turn, event: Done | Failed) -> Done | Failed:
-        """Record the finished question (memory, history, metrics); returns ``event``.
+    def _failed(self, turn: TurnState, error: errors.DataAgentError) -> Failed:
+        return Failed(error, code=turn.code, elapsed=turn.elapsed)
 
-        Called before the final event is yielded: a front end may stop iterating there.
-        """
-        self._release(turn)
+    def _finish(self, turn: TurnState, event: Done | Failed) -> None:
+        """Record a finished turn that has a question: memory, history, metrics."""
         if not turn.question:
-            return event
+            return
         error = event.error.message if isinstance(event, Failed) else None
         inserted = isinstance(event, Done) and event.mode == "insert"
         outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
@@ -652,9 +712,8 @@ class Session:
             turn.elapsed,
             turn.cached,
         )
-        return event
 
-    def _traceback_for_model(self, turn: _Turn, exc: errors.ExecutionFailed) -> str:
+    def _traceback_for_model(self, turn: TurnState, exc: errors.ExecutionFailed) -> str:
         """The traceback sent back for a fix. Under privacy='schema' the error message is
         withheld (it may quote a cell value, "could not convert 'Alice'"); the exception
         type and the failing lines of the model's own code are enough to fix most code."""
@@ -676,11 +735,6 @@ class Session:
             {"question": question, "explanation": explanation, "code": code, "outcome": outcome}
         )
 
-    def _release(self, turn: _Turn) -> None:
-        if turn.holds_lock:
-            turn.holds_lock = False
-            self._busy.release()
-
 
 def _internal(exc: Exception) -> errors.DataAgentError:
     """One clear message for an unexpected exception (a bug); details go to the log."""
@@ -699,6 +753,30 @@ def schema_outcome(outcome: str) -> str:
     if outcome.startswith("failed"):
         return "failed"
     return outcome
+
+
+def _still_failing(
+    exc: errors.ExecutionFailed, attempt: int, max_fix: int
+) -> errors.ExecutionFailed:
+    """The error that ends a run whose last attempt failed too."""
+    return errors.ExecutionFailed(
+        f"the code still fails after {attempt} attempts: {exc.ename}: {exc.evalue}"
+        if attempt > 1
+        else f"the code failed: {exc.ename}: {exc.evalue}",
+        traceback=exc.traceback,
+        ename=exc.ename,
+        evalue=exc.evalue,
+        hint="The last version is offered as a new cell for you to review and fix."
+        if attempt > 1 or max_fix == 0
+        else None,
+    )
+
+
+def _child_sandbox(config: DataAgent, session_id: str) -> Sandbox:
+    """The default sandbox: a child kernel (imported here: jupyter_client loads on first use)."""
+    from .sandbox import Sandbox
+
+    return Sandbox(config, session_id=session_id)
 
 
 def _busy_failure() -> Failed:

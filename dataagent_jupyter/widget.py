@@ -62,6 +62,7 @@ from .cell_output import PHASES  # the same phase names as the magics' status li
 from .events import CodeProposed, Delta, Done, Event, Failed, Output, RunFailed, Status
 from .frames import FrameInfo
 from .magics import cell_text
+from .options import AskOptions
 
 log = logging.getLogger("dataagent_jupyter.widget")
 
@@ -448,7 +449,7 @@ class _InsertRequest:
 
     def fall_back(self) -> None:
         """Keep the code for ``%dataagent insert`` and say so under the buttons."""
-        self.chat.extension.pending_code = self.text
+        self.chat.extension.session.pending_cell = self.text
         self.answer.action_note(FALLBACK_INSERT)
 
 
@@ -568,13 +569,14 @@ class ChatWidget(widgets.VBox):
             self._set_status("Type a question first.", tone="idle")
             return False
         self.refresh_frames()
-        frames = list(self.frames.value) or None
+        frames = tuple(self.frames.value) or None
         mode = self.mode.value
         user = _user_message(question)
         answer = _Answer(self, question)
 
         def work(cancel: threading.Event) -> None:
-            events = self.session.ask(question, frames=frames, mode=mode, cancel=cancel)
+            options = AskOptions(frames=frames, mode=mode)
+            events = self.session.ask(question, options, cancel=cancel)
             self._drive(answer, events)
 
         _append(self.messages, user, answer.box)
@@ -721,7 +723,7 @@ class ChatWidget(widgets.VBox):
             request.fall_back()
             return
         # keep it for %dataagent insert too: the magic gives the same code with one action
-        self.extension.pending_code = text
+        self.extension.session.pending_cell = text
         answer.action_note("Inserting a new cell below the chat…")
         self._timers.add(request.timer)
         request.timer.start()

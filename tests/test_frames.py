@@ -17,7 +17,7 @@ from dataagent_jupyter.frames import (
     find_frames,
     fingerprint,
 )
-from dataagent_jupyter.llm import estimate_tokens
+from dataagent_jupyter.tokens import estimate_tokens
 
 
 def awkward_frame(n: int = 200) -> pd.DataFrame:

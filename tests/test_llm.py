@@ -13,6 +13,7 @@ from dataagent_jupyter import errors
 from dataagent_jupyter.config import DataAgent
 from dataagent_jupyter.events import Delta, Done, Failed
 from dataagent_jupyter.llm import ChatRequest, OpenAIChat
+from dataagent_jupyter.options import AskOptions
 from dataagent_jupyter.session import Session
 
 
@@ -139,11 +140,11 @@ def test_session_turns_failures_into_failed_events(llm: LLMServer) -> None:
     config = DataAgent(base_url=llm.url, api_key=llm.api_key, max_retries=0)
     session = Session(config, {"df": pd.DataFrame({"a": [1, 2]})})
     llm.script(Reply(status=500, error_message="overloaded"))
-    events = list(session.ask("q?", frames=["df"]))
+    events = list(session.ask("q?", AskOptions(frames=("df",))))
     assert isinstance(events[-1], Failed)
     assert "overloaded" in events[-1].error.message
     llm.script(code_answer("result = df['a'].sum()"))
-    events = list(session.ask("sum?", frames=["df"]))
+    events = list(session.ask("sum?", AskOptions(frames=("df",))))
     assert isinstance(events[-1], Done) and events[-1].outcome == "inserted"
     assert "".join(e.text for e in events if isinstance(e, Delta)).startswith("Here is")
     assert events[-1].usage.completion_tokens > 0

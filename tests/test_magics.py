@@ -294,16 +294,17 @@ def test_history_export_and_stats_commands(ip, llm_env, sales, tmp_path) -> None
 
 def test_conversation_continues_after_a_restart(llm_env, tmp_path) -> None:
     from dataagent_jupyter.config import DataAgent
+    from dataagent_jupyter.options import AskOptions
     from dataagent_jupyter.session import Session
 
     frames = {"df": pd.DataFrame({"a": [1, 2]})}
     config = DataAgent(base_url=llm_env.url, api_key=llm_env.api_key, data_dir=str(tmp_path))
     first = Session(config, frames, notebook="nb.ipynb")
     llm_env.script(code_answer("result = df['a'].sum()"), code_answer("result = 2"))
-    list(first.ask("sum of a?", frames=["df"]))
+    list(first.ask("sum of a?", AskOptions(frames=("df",))))
     first.close()  # the kernel goes away
     second = Session(config, frames, notebook="nb.ipynb")
-    list(second.ask("and the mean?", frames=["df"]))
+    list(second.ask("and the mean?", AskOptions(frames=("df",))))
     messages = llm_env.chat_requests()[1].messages
     assert messages[1] == {"role": "user", "content": "sum of a?"}
     assert "result = df['a'].sum()" in messages[2]["content"]

@@ -42,8 +42,8 @@ from dataagent_jupyter.sandbox.limits import (
     scrub_env,
 )
 from dataagent_jupyter.sandbox.pool import sweep_stale
+from dataagent_jupyter.sandbox.sent_frames import SentFrames
 from dataagent_jupyter.sandbox.transfer import (
-    SentFrames,
     TransferError,
     export_value,
     read_pickled,

@@ -33,7 +33,8 @@ from jupyter_client.manager import KernelManager
 
 from ..errors import Cancelled, SandboxError
 from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
-from .transfer import SentFrames, TransferError
+from .sent_frames import SentFrames
+from .transfer import TransferError
 from .untrusted import parse_reply
 
 log = logging.getLogger("dataagent_jupyter.sandbox")

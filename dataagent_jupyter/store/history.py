@@ -18,15 +18,14 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from ..errors import StoreError
-from ..events import Done, Failed, Usage
+from ..events import Done, Failed, Outcome, Usage
 from .db import DB_NAME, Database
 
 log = logging.getLogger("dataagent_jupyter.store")
 
-Outcome = Literal["inserted", "ran", "failed", "proposed"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 SCHEMA_VERSION = 1

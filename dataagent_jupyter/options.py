@@ -1,0 +1,85 @@
+"""How one question is to be answered: the options every front end passes to the session.
+
+``%%ask --run --into out``, the chat widget's mode toggle and the panel's ask request all
+become one :class:`AskOptions`. The record checks itself when it is made, so a bad
+combination is refused the same way whichever front end built it, and no front end
+repeats a check of its own. Fields left ``None`` mean "the ``%config DataAgent`` value";
+:meth:`AskOptions.resolve` fills them in (and checks the combinations that depend on
+them, such as ``--into`` when the configured mode is ``run``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+from .events import MODES, Mode
+from .frames import Privacy
+
+if TYPE_CHECKING:
+    from .config import DataAgent
+
+__all__ = ["PRIVACIES", "AskOptions"]
+
+PRIVACIES: tuple[Privacy, ...] = ("sample", "schema")
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    """The options of one question; immutable and valid once made.
+
+    ::
+
+        AskOptions(frames=("sales",), mode="run", into="by_region")
+    """
+
+    #: frames the question is about; None: every frame, most recently defined first
+    frames: tuple[str, ...] | None = None
+    #: insert: propose the code as a cell; run: run it in the child kernel
+    mode: Mode | None = None
+    #: the model to ask; None: ``DataAgent.model``
+    model: str | None = None
+    #: schema: send no cell values; sample: a few sampled rows
+    privacy: Privacy | None = None
+    #: False asks the endpoint even when an identical request is cached
+    use_cache: bool = True
+    #: insert mode: run the code in the child first and fix it if it fails
+    check: bool = False
+    #: run mode: bind the child's ``result`` in the user's namespace under this name
+    into: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.frames is not None:
+            if isinstance(self.frames, str) or not all(isinstance(f, str) for f in self.frames):
+                raise UsageError("frames must be a list of names, or None for all frames.")
+            # a list from a caller becomes a tuple: the record stays immutable and hashable
+            object.__setattr__(self, "frames", tuple(self.frames) or None)
+        if self.mode is not None and self.mode not in MODES:
+            raise UsageError(f"mode must be 'insert' or 'run', not {self.mode!r}.")
+        if self.privacy is not None and self.privacy not in PRIVACIES:
+            raise UsageError("--privacy must be 'schema' or 'sample'.")
+        if self.into is not None and not self.into.isidentifier():
+            raise UsageError(f"--into needs a valid variable name, not {self.into!r}.")
+        if self.check and self.mode == "run":
+            raise UsageError("--check goes with --insert (run mode always runs).")
+        if self.into is not None and self.mode == "insert":
+            raise UsageError(
+                "--into brings back the result of a run; add --run.",
+                hint="In insert mode the proposed cell leaves `result` in your namespace when "
+                "you run it.",
+            )
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every default has been filled in (see :meth:`resolve`)."""
+        return None not in (self.mode, self.model, self.privacy)
+
+    def resolve(self, config: DataAgent) -> AskOptions:
+        """These options with the ``%config DataAgent`` defaults filled in, checked again."""
+        return replace(
+            self,
+            mode=self.mode or config.mode,
+            model=self.model or config.model,
+            privacy=self.privacy or config.privacy,
+        )
