@@ -44,9 +44,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 def chat() -> Any:
     """The chat widget, bound to this notebook's session (display it, or leave it last)."""
     from .extension import current
-    from .widget import ChatWidget
 
-    return ChatWidget(current())
+    return current().chat()
 
 
 def load(path: str, *, name: str | None = None, sheet: str | int | None = None) -> Any:

@@ -3,18 +3,21 @@
 Two live displays are updated in place: a status line (phase, model, elapsed seconds) and
 the streamed answer (Markdown). Outputs of a run are displayed in order as they arrive,
 through the display system, so they render the same in JupyterLab, Notebook 7, VS Code
-and a terminal.
+and a terminal. :func:`render_events` drives a whole question into the cell and proposes
+the next cell (:func:`cell_text`); the chat widget proposes cells in the same words.
 """
 
 from __future__ import annotations
 
 import html
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from IPython.display import DisplayHandle, display
 
-from .events import CodeProposed, Delta, Done, Event, Failed, Output, RunFailed, Status
+from . import errors
+from .events import CodeProposed, Delta, Done, Event, Failed, Mode, Output, RunFailed, Status
 
 #: seconds between two redraws of the streamed answer (the stream may be 100s of chunks)
 REDRAW = 0.12
@@ -71,6 +74,45 @@ def status_bundle(text: str, *, tone: str = "busy") -> dict[str, str]:
         "text/html": f'<div class="dataagent-status" style="font-size:0.85em;color:{colour}">'
         f"{icon} {html.escape(text)}</div>",
     }
+
+
+def render_events(events: Iterable[Event], *, mode: Mode, shell: Any, question: str) -> Done:
+    """Drive a question's events into the cell; propose the code as the next cell.
+
+    Returns the ``Done`` event; a ``Failed`` one is raised as its error (IPython shows
+    it without a traceback). When a run failed, the last code is still offered as a
+    cell to review and fix, so the work is not lost.
+    """
+    view = CellOutput(mode=mode)
+    last_code = ""
+    for event in events:
+        view.handle(event)
+        if isinstance(event, CodeProposed):
+            last_code = event.code
+        elif isinstance(event, Done):
+            if event.mode == "insert":
+                shell.set_next_input(cell_text(question, event.code), replace=False)
+            return event
+        elif isinstance(event, Failed):
+            code = event.code or last_code
+            if (
+                code
+                and isinstance(event.error, errors.SandboxError)
+                and not isinstance(event.error, errors.Cancelled)
+            ):
+                # keep the work: the last code is offered as a cell to review and fix
+                shell.set_next_input(cell_text(question, code, failed=True), replace=False)
+            raise event.error
+    raise errors.DataAgentError("the question ended without an answer.")  # pragma: no cover
+
+
+def cell_text(question: str, code: str, *, failed: bool = False) -> str:
+    """The proposed cell: a one-line comment recording the question, then the code."""
+    first = " ".join(question.strip().split())
+    if len(first) > 100:
+        first = first[:99] + "…"
+    tag = "dataagent (failed, review it)" if failed else "dataagent"
+    return f"# {tag}: {first}\n{code.rstrip()}\n"
 
 
 class CellOutput:

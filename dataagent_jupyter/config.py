@@ -7,8 +7,10 @@ one; ``c.DataAgent.*`` in ``ipython_config.py`` sets defaults. The API key is he
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from traitlets import (
@@ -26,7 +28,9 @@ from traitlets import (
 )
 from traitlets.config import Configurable
 
-__all__ = ["DataAgent", "Secret", "parse_size"]
+from .errors import ConfigError, DataAgentError
+
+__all__ = ["DataAgent", "Secret", "parse_prices", "parse_size"]
 
 
 class Secret:
@@ -89,6 +93,24 @@ def parse_size(text: str, *, total: int | None = None) -> int:
     return int(number * _UNITS[unit[:1]])
 
 
+def parse_prices(prices: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``DataAgent.prices`` as {model: (input, output)} USD per million tokens, checked."""
+    table: dict[str, tuple[float, float]] = {}
+    for model, value in prices.items():
+        try:
+            usd_in, usd_out = (float(v) for v in value)
+            if usd_in < 0 or usd_out < 0 or math.isnan(usd_in + usd_out):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"DataAgent.prices[{model!r}] must be two numbers, not {value!r}.",
+                hint="Give USD per million tokens for input and output, e.g. "
+                "%config DataAgent.prices = {'gpt-4o-mini': [0.15, 0.60]}",
+            ) from None
+        table[str(model)] = (usd_in, usd_out)
+    return table
+
+
 class DataAgent(Configurable):
     """Options of the Data Agent (``%config DataAgent`` lists them; ``DataAgent.x = ...`` sets)."""
 
@@ -113,7 +135,9 @@ class DataAgent(Configurable):
         config=True
     )
     max_retries = Int(
-        2, help="Retries for connection errors, 429 and 5xx answers (the openai SDK's backoff)."
+        2,
+        min=0,
+        help="Retries for connection errors, 429 and 5xx answers (the openai SDK's backoff).",
     ).tag(config=True)
 
     # --- how questions are asked -----------------------------------------------------
@@ -129,33 +153,38 @@ class DataAgent(Configurable):
         help="sample: send a few sampled values per column. schema: send names, dtypes and "
         "counts only; no cell value leaves the kernel.",
     ).tag(config=True)
-    sample_rows = Int(5, help="Example rows sent per frame in privacy='sample'.").tag(config=True)
+    sample_rows = Int(5, min=0, help="Example rows sent per frame in privacy='sample'.").tag(
+        config=True
+    )
     stats_sample = Int(
         10_000,
+        min=0,
         help="Rows sampled (positionally, at random) for per-column statistics; keeps the "
         "cost of describing a frame independent of its length.",
     ).tag(config=True)
     max_frames = Int(
-        8, help="Most frames described when %%ask names none (most recently defined first)."
+        8, min=0, help="Most frames described when %%ask names none (most recently defined first)."
     ).tag(config=True)
     max_prompt_tokens = Int(
         3000,
+        min=0,
         help="Budget (estimated tokens) for frame descriptions plus history in one prompt; "
         "wide frames are cut to it and the prompt says how many columns were left out.",
     ).tag(config=True)
     max_history_turns = Int(
-        6, help="Earlier turns (question, code, outcome) sent with a follow-up question."
+        6, min=0, help="Earlier turns (question, code, outcome) sent with a follow-up question."
     ).tag(config=True)
     max_fix_attempts = Int(
-        2, help="In run mode, times the model may repair code that raised (0 = never)."
+        2, min=0, help="In run mode, times the model may repair code that raised (0 = never)."
     ).tag(config=True)
 
     # --- agent mode ------------------------------------------------------------------
     agent_max_steps = Int(
-        8, help="Agent mode: most steps (code runs) in one run; then it ends with a summary."
+        8, min=1, help="Agent mode: most steps (code runs) in one run; then it ends with a summary."
     ).tag(config=True)
     agent_max_tokens = Int(
         60_000,
+        min=0,
         help="Agent mode: most tokens (prompt + answer, all requests) one run may use; "
         "then it ends with the summary so far (0 = no limit).",
     ).tag(config=True)
@@ -169,6 +198,7 @@ class DataAgent(Configurable):
     ).tag(config=True)
     agent_result_chars = Int(
         2_000,
+        min=1,
         help="Agent mode: characters of a step's outcome (printed output, first rows) sent "
         "back to the model.",
     ).tag(config=True)
@@ -179,14 +209,18 @@ class DataAgent(Configurable):
         help="Address-space limit of the child kernel: '4G', '512M', or a percentage of RAM.",
     ).tag(config=True)
     cpu_limit = Int(
-        3600, help="CPU seconds the child kernel may use in its lifetime before it is replaced."
+        3600,
+        min=0,
+        help="CPU seconds the child kernel may use in its lifetime before it is replaced.",
     ).tag(config=True)
     exec_timeout = Float(
         120.0, help="Wall-clock seconds one run may take; then it is interrupted."
     ).tag(config=True)
     max_file_size = Unicode("1G", help="Largest file the child kernel may write.").tag(config=True)
     max_processes = Int(
-        256, help="Process/thread limit of the sandbox (RLIMIT_NPROC, enforced for non-root)."
+        256,
+        min=0,
+        help="Process/thread limit of the sandbox (RLIMIT_NPROC, enforced for non-root).",
     ).tag(config=True)
     sandbox_network = Bool(
         False, help="Allow the child kernel to open network connections (off by default)."
@@ -210,9 +244,9 @@ class DataAgent(Configurable):
     cache = Bool(True, help="Answer repeated identical requests from the response cache.").tag(
         config=True
     )
-    cache_max_entries = Int(2000, help="Response cache size; oldest entries are evicted.").tag(
-        config=True
-    )
+    cache_max_entries = Int(
+        2000, min=0, help="Response cache size; oldest entries are evicted."
+    ).tag(config=True)
     record = Unicode(
         None,
         allow_none=True,
@@ -227,7 +261,9 @@ class DataAgent(Configurable):
     prices = Dict(
         help="Price per million tokens, {model: [input, output]} in USD, for %dataagent stats."
     ).tag(config=True)
-    max_upload_mb = Int(200, help="Largest file %dataagent load accepts, in MB.").tag(config=True)
+    max_upload_mb = Int(200, min=0, help="Largest file %dataagent load accepts, in MB.").tag(
+        config=True
+    )
     log_level = Enum(
         ["DEBUG", "INFO", "WARNING", "ERROR"],
         "WARNING",
@@ -260,31 +296,6 @@ class DataAgent(Configurable):
             raise TraitError(str(exc)) from None
         return proposal["value"]
 
-    @validate(
-        "sample_rows",
-        "stats_sample",
-        "max_frames",
-        "max_prompt_tokens",
-        "max_history_turns",
-        "max_fix_attempts",
-        "max_retries",
-        "cpu_limit",
-        "max_processes",
-        "cache_max_entries",
-        "max_upload_mb",
-        "agent_max_tokens",
-    )
-    def _check_non_negative(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 0:
-            raise TraitError(f"{proposal['trait'].name} must be 0 or more")
-        return proposal["value"]
-
-    @validate("agent_max_steps", "agent_result_chars")
-    def _check_at_least_one(self, proposal: dict[str, Any]) -> int:
-        if proposal["value"] < 1:
-            raise TraitError(f"{proposal['trait'].name} must be 1 or more")
-        return proposal["value"]
-
     @validate("timeout", "exec_timeout", "agent_timeout")
     def _check_positive(self, proposal: dict[str, Any]) -> float:
         if proposal["value"] <= 0:
@@ -293,11 +304,8 @@ class DataAgent(Configurable):
 
     @validate("prices")
     def _check_prices(self, proposal: dict[str, Any]) -> dict[str, Any]:
-        from .errors import DataAgentError
-        from .store.metrics import price_table
-
         try:
-            price_table(proposal["value"])
+            parse_prices(proposal["value"])
         except DataAgentError as exc:
             raise TraitError(exc.message) from None
         return proposal["value"]

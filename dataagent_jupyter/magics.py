@@ -1,46 +1,44 @@
 """``%%ask`` / ``%ask`` and ``%dataagent``: the magics front end.
 
-Options are declared with ``magic_arguments`` so ``%%ask?`` documents them and a wrong
-flag is a usage error. State lives on the instance (via the extension), so unloading the
-extension removes everything.
+Options are declared once, with ``magic_arguments``: ``%%ask?`` documents them, a wrong
+flag is a usage error, and the ``%ask`` line form reads its leading options with the same
+parser. The ``%dataagent`` subcommands live beside the magics in ``commands.py``. A
+question flows magic → session → events → ``cell_output.render_events``; nothing here
+climbs back into the extension, which only builds and registers this class.
 """
 
 from __future__ import annotations
 
-import shlex
-import threading
-from typing import TYPE_CHECKING, Any
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import errors
-from .cell_output import CellOutput
-from .events import CodeProposed, Done, Failed
+from .cell_output import cell_text, render_events
+from .commands import Commands, command_help
 from .options import AskOptions
+from .session import Session
 
-if TYPE_CHECKING:
-    from .extension import Extension
-
-#: options %ask (line form) understands before the question; name -> takes a value
-_LINE_OPTIONS = {
-    "--run": False,
-    "--insert": False,
-    "--check": False,
-    "--no-cache": False,
-    "--into": True,
-    "--model": True,
-    "--privacy": True,
-}
+__all__ = ["DataAgentMagics", "ask_line_transform"]
 
 
 @magics_class
 class DataAgentMagics(Magics):
-    """The magics; they only parse, call the session and render its events."""
+    """The magics; they only parse, call the session and render its events into the cell.
 
-    def __init__(self, shell: Any, extension: Extension) -> None:
+    State lives on the instance (the session, the commands), so unloading the extension
+    removes everything.
+    """
+
+    def __init__(self, shell: Any, session: Session, *, open_chat: Callable[[], Any]) -> None:
         super().__init__(shell)
-        self.extension = extension
+        self.session = session
+        self.commands = Commands(session, shell, open_chat=open_chat)
 
     @magic_arguments()
     @argument(
@@ -100,7 +98,7 @@ class DataAgentMagics(Magics):
         run. With --run it runs in an isolated child kernel and the output is shown here.
         """
         if cell is None:
-            args, question = _parse_line_form(line)
+            args, question = self._parse_line_form(line)
         else:
             args = parse_argstring(self.ask, line)
             question = cell
@@ -112,104 +110,74 @@ class DataAgentMagics(Magics):
             model=args.model,
             privacy=args.privacy,
             use_cache=not args.no_cache,
+        ).resolve(self.session.config)
+        events = self.session.ask(question, options)
+        done = render_events(
+            events, mode=options.mode or "insert", shell=self.shell, question=question
         )
-        self.extension.ask(question, options)
+        if done.mode == "insert":
+            self.session.pending_cell = cell_text(question, done.code)
 
     @line_magic
     def dataagent(self, line: str) -> Any:
-        """Control the Data Agent.
+        # the docstring (%dataagent?) is generated from the commands, below the class
+        return self.commands.run(line)
 
-        ::
+    def _parse_line_form(self, line: str) -> tuple[argparse.Namespace, str]:
+        """``%ask``: leading ``--options`` (those of ``%%ask``), then the question as typed.
 
-            %dataagent status            version, model, endpoint, key set?, privacy, sandbox
-            %dataagent chat              open the chat widget
-            %dataagent load PATH [--name N] [--sheet S]
-                                         load a CSV/Excel/Parquet/JSON file as a DataFrame
-            %dataagent history [N]       recent questions
-            %dataagent export PATH       write the conversation (.md or .ipynb)
-            %dataagent reset             start a new conversation
-            %dataagent restart           restart the sandbox kernel
-            %dataagent stats             questions, tokens, cost, latency, runs
-            %dataagent replay PATH       answer from a recorded transcript
-            %dataagent insert            put the last proposed code in a new cell below
-            %dataagent help              this text
+        The question keeps its apostrophes and quotes, so it is not split like a command
+        line; only the leading words that are ``%%ask`` options are, by ``%%ask``'s own
+        parser.
         """
+        takes_value = {
+            option: action.nargs != 0
+            for action in self.ask.parser._actions  # argparse's declared arguments
+            for option in action.option_strings
+        }
+        words: list[str] = []
+        rest = line.strip()
+        while rest.startswith("--"):
+            word, _, rest = rest.partition(" ")
+            if word not in takes_value:
+                raise errors.UsageError(
+                    f"unknown option {word} for %ask.",
+                    hint="Options: " + ", ".join(takes_value) + ".",
+                )
+            words.append(word)
+            if takes_value[word]:
+                value, _, rest = rest.strip().partition(" ")
+                if not value:
+                    raise errors.UsageError(f"{word} needs a value.")
+                words.append(value)
+            rest = rest.strip()
         try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise errors.UsageError(f"cannot parse {line!r}: {exc}.") from None
-        command, rest = (words[0], words[1:]) if words else ("status", [])
-        handler = getattr(self.extension, f"cmd_{command}", None)
-        if handler is None or command.startswith("_"):
-            raise errors.UsageError(
-                f"unknown command {command!r}.",
-                hint="Commands: status, chat, load, history, export, reset, restart, stats, "
-                "replay, insert, help.",
-            )
-        return handler(rest)
+            args = self.ask.parser.parse_args(words)
+        except IPythonUsageError as exc:
+            raise errors.UsageError(f"%ask: {exc}") from None
+        return args, rest
 
 
-def _parse_line_form(line: str) -> tuple[Any, str]:
-    """Leading ``--options`` of ``%ask``, then the question as typed (apostrophes and all)."""
-    import argparse
+DataAgentMagics.dataagent.__doc__ = command_help()
 
-    args = argparse.Namespace(
-        frames=None, mode=None, check=False, into=None, model=None, privacy=None, no_cache=False
-    )
-    rest = line.strip()
-    while rest.startswith("--"):
-        word, _, tail = rest.partition(" ")
-        if word not in _LINE_OPTIONS:
-            raise errors.UsageError(
-                f"unknown option {word} for %ask.",
-                hint="Options: " + ", ".join(_LINE_OPTIONS) + ".",
-            )
-        if _LINE_OPTIONS[word]:
-            value, _, tail = tail.strip().partition(" ")
-            if not value:
-                raise errors.UsageError(f"{word} needs a value.")
-            setattr(args, word[2:].replace("-", "_"), value)
-        elif word in ("--run", "--insert"):
-            args.mode = word[2:]
+
+_ASK_LINE = re.compile(r"^([ \t]*)%ask[ \t]+(\S.*?)[ \t]*$")
+
+
+def ask_line_transform(lines: list[str]) -> list[str]:
+    """Let ``%ask how many rows have no price?`` be a question, not a help request.
+
+    IPython reads a line ending in ``?`` as ``object?`` help before magics are expanded,
+    so the question above would show "Object `price` not found". Questions end in ``?``;
+    this rewrites such a line into the explicit call first. ``%ask?`` (help for the
+    magic) and ``%%ask`` cells are left alone.
+    """
+    out = []
+    for line in lines:
+        match = _ASK_LINE.match(line.rstrip("\r\n"))
+        if match and match.group(2).endswith("?"):
+            indent, question = match.groups()
+            out.append(f"{indent}get_ipython().run_line_magic('ask', {question!r})\n")
         else:
-            setattr(args, word[2:].replace("-", "_"), True)
-        rest = tail.strip()
-    if args.privacy not in (None, "schema", "sample"):
-        raise errors.UsageError("--privacy must be 'schema' or 'sample'.")
-    return args, rest
-
-
-def render_events(
-    events: Any, *, mode: str, shell: Any, question: str, cancel: threading.Event | None = None
-) -> Done:
-    """Drive a question's events into the cell; insert the code; raise on failure."""
-    view = CellOutput(mode=mode)
-    last_code = ""
-    for event in events:
-        view.handle(event)
-        if isinstance(event, CodeProposed):
-            last_code = event.code
-        elif isinstance(event, Done):
-            if event.mode == "insert":
-                shell.set_next_input(cell_text(question, event.code), replace=False)
-            return event
-        elif isinstance(event, Failed):
-            code = event.code or last_code
-            if (
-                code
-                and isinstance(event.error, errors.SandboxError)
-                and not isinstance(event.error, errors.Cancelled)
-            ):
-                # keep the work: the last code is offered as a cell to review and fix
-                shell.set_next_input(cell_text(question, code, failed=True), replace=False)
-            raise event.error
-    raise errors.DataAgentError("the question ended without an answer.")  # pragma: no cover
-
-
-def cell_text(question: str, code: str, *, failed: bool = False) -> str:
-    """The proposed cell: a one-line comment recording the question, then the code."""
-    first = " ".join(question.strip().split())
-    if len(first) > 100:
-        first = first[:99] + "…"
-    tag = "dataagent (failed, review it)" if failed else "dataagent"
-    return f"# {tag}: {first}\n{code.rstrip()}\n"
+            out.append(line)
+    return out

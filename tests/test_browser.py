@@ -295,9 +295,9 @@ def test_kernel_can_insert_a_cell_without_the_panel(page: Any, lab: LabServer) -
     open_notebook(page, lab, "widget.ipynb")
     run_in_last_cell(
         page,
-        "from dataagent_jupyter import comm\n"
+        "from dataagent_jupyter import frontend\n"
         "acks = []\n"
-        "comm.request_insert('inserted_by_kernel = 1', cell_id=comm.current_cell_id(), "
+        "frontend.request_insert('inserted_by_kernel = 1', cell_id=frontend.current_cell_id(), "
         "on_ack=acks.append)",
     )
     page.wait_for_function(

@@ -503,7 +503,7 @@ def _frontend_opens(fe: Frontend, start: int) -> Msg:
 def test_request_insert_is_acknowledged(loaded: Frontend) -> None:
     start = loaded.mark()
     reply = loaded.execute(
-        "from dataagent_jupyter import comm as _c\n"
+        "from dataagent_jupyter import frontend as _c\n"
         "acks = []\n"
         "_c.request_insert('df2 = sales.copy()', cell_id='cell-7', on_ack=acks.append)"
     )
@@ -544,7 +544,7 @@ def test_request_insert_without_a_frontend_target(loaded: Frontend) -> None:
 
 def test_current_cell_id_comes_from_jupyterlab_metadata(loaded: Frontend) -> None:
     reply = loaded.execute(
-        "from dataagent_jupyter.comm import current_cell_id\nseen_cell = current_cell_id()",
+        "from dataagent_jupyter.frontend import current_cell_id\nseen_cell = current_cell_id()",
         metadata={"cellId": "abc-123"},
     )
     assert reply["status"] == "ok"

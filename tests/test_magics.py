@@ -8,6 +8,7 @@ from contextlib import redirect_stdout
 
 import pandas as pd
 import pytest
+from IPython.core.error import UsageError as IPythonUsageError
 from llm_server import LLMServer, Reply, code_answer
 
 from dataagent_jupyter import errors
@@ -408,3 +409,38 @@ def test_record_then_replay_without_endpoint_or_key(
     assert any("replayed from the transcript" in s for s in statuses)
     with pytest.raises(errors.ReplayMiss, match="never asked"):
         ask(ip, "sales", "never asked?")
+
+
+def test_every_command_is_in_the_help_with_its_options(ip) -> None:
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as cap:
+        ip.run_line_magic("dataagent", "help")
+    text = "\n".join(o.data["text/markdown"] for o in cap.outputs)
+    for usage in (
+        "%dataagent status",
+        "%dataagent chat",
+        "%dataagent load PATH [--name NAME] [--sheet SHEET]",
+        "%dataagent history [N]",
+        "%dataagent export PATH",
+        "%dataagent replay PATH",
+        "%dataagent insert",
+    ):
+        assert f"`{usage}`" in text
+    assert "%dataagent load PATH" in ip.find_line_magic("dataagent").__doc__
+    with pytest.raises(IPythonUsageError, match="unrecognized arguments: --sheets"):
+        ip.run_line_magic("dataagent", "load data.csv --sheets 2")
+    with pytest.raises(errors.UsageError, match="Commands: status, chat, load"):
+        ip.run_line_magic("dataagent", "fly")
+
+
+def test_line_form_takes_the_cell_forms_options(ip, llm_env: LLMServer, sales) -> None:
+    llm_env.script(code_answer("result = 1"))
+    ip.run_line_magic("ask", "--no-cache --model test-model what's the total?")
+    request = llm_env.chat_requests()[0]
+    assert request.body["model"] == "test-model"
+    assert "Question: what's the total?" in request.messages[-1]["content"]
+    with pytest.raises(errors.UsageError, match="invalid choice: 'everything'"):
+        ip.run_line_magic("ask", "--privacy everything what?")
+    with pytest.raises(errors.UsageError, match="--model needs a value"):
+        ip.run_line_magic("ask", "--model")

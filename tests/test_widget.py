@@ -19,8 +19,8 @@ from kernel_helpers import Kernel
 from llm_server import LLMServer, Reply, code_answer
 from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until
 
-from dataagent_jupyter import widget as widget_module
 from dataagent_jupyter.widget import FALLBACK_INSERT, ChatWidget, close_all, fenced
+from dataagent_jupyter.widget import insert as widget_module
 
 LONG_EXPLANATION = (
     "To answer this I group the sales by region, add up the revenue of each one, and "
@@ -39,7 +39,7 @@ def chat(ip) -> Iterator[ChatWidget]:
         {"region": ["North", "South", "North"], "revenue": [10.0, 20.0, 30.0]}
     )
     ip.run_cell("pass")
-    widget = ChatWidget(ip._dataagent_extension)
+    widget = ChatWidget(ip._dataagent_extension.session, ip)
     yield widget
     widget.stop()
     wait_until(lambda: not widget.busy, timeout=10, what="the widget to go idle")
@@ -75,7 +75,7 @@ def test_shares_the_session_with_the_magics(ip, chat: ChatWidget, llm_env) -> No
     llm_env.script(code_answer("result = sales['revenue'].sum()"), code_answer("result = 2"))
     ip.run_cell_magic("ask", "sales", "total revenue?")
     # a chat opened afterwards shows the earlier turn and sends it as history
-    later = ChatWidget(ip._dataagent_extension)
+    later = ChatWidget(ip._dataagent_extension.session, ip)
     try:
         text = all_text(conversation(later))
         assert "Earlier in this session (1)" in text
@@ -117,7 +117,7 @@ def test_mode_switch_starts_at_the_configured_mode(ip) -> None:
     ext = ip._dataagent_extension
     ext.config.mode = "run"
     try:
-        widget = ChatWidget(ext)
+        widget = ChatWidget(ext.session, ip)
         assert widget.mode.value == "run"
         widget.close()
     finally:
@@ -233,15 +233,15 @@ def test_new_conversation_forgets_history(ip, chat: ChatWidget, llm_env) -> None
 def test_close_removes_the_hook_and_the_widgets(ip) -> None:
     ext = ip._dataagent_extension
     hooks = list(ip.events.callbacks["post_run_cell"])
-    widget = ChatWidget(ext)
+    widget = ChatWidget(ext.session, ip)
     parts = list(_walk(widget))
     assert len(ip.events.callbacks["post_run_cell"]) == len(hooks) + 1
     widget.close()
     assert ip.events.callbacks["post_run_cell"] == hooks
     assert all(part.comm is None for part in parts)
     ip.run_cell("pass")  # no hook left to fail
-    others = [ChatWidget(ext), ChatWidget(ext)]
-    close_all(ext)
+    others = [ChatWidget(ext.session, ip), ChatWidget(ext.session, ip)]
+    close_all(ext.session)
     assert ip.events.callbacks["post_run_cell"] == hooks
     assert all(o.comm is None for o in others)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..config import parse_prices
 
 #: Approximate list prices in USD per million tokens [input, output] for a few common
 #: OpenAI models. They change; set your own with ``DataAgent.prices``.
@@ -45,20 +45,7 @@ _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 def price_table(overrides: Mapping[str, Any] | None = None) -> dict[str, tuple[float, float]]:
     """The defaults updated by ``overrides`` ({model: [input, output]} USD per M tokens)."""
-    table = dict(DEFAULT_PRICES)
-    for model, value in (overrides or {}).items():
-        try:
-            usd_in, usd_out = (float(v) for v in value)
-            if usd_in < 0 or usd_out < 0 or math.isnan(usd_in + usd_out):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"DataAgent.prices[{model!r}] must be two numbers, not {value!r}.",
-                hint="Give USD per million tokens for input and output, e.g. "
-                "%config DataAgent.prices = {'gpt-4o-mini': [0.15, 0.60]}",
-            ) from None
-        table[str(model)] = (usd_in, usd_out)
-    return table
+    return {**DEFAULT_PRICES, **parse_prices(overrides or {})}
 
 
 def price_of(model: str, table: Mapping[str, tuple[float, float]]) -> tuple[float, float] | None:

@@ -1,0 +1,105 @@
+"""Small building blocks of the chat widget: outputs, boxes and the messages' HTML.
+
+Answers are Markdown in ``Output`` widgets: setting an ``Output``'s ``outputs`` to a
+``text/markdown`` bundle works from any thread and renders with the front end's own
+Markdown and code highlighting. Text the user typed goes through ``html.escape``; model
+text only ever reaches the page as Markdown the front end renders.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import errors
+from ..frames import FrameInfo
+
+
+def markdown_output(text: str) -> dict[str, Any]:
+    """An output (for ``Output.outputs``) that the front end renders as Markdown."""
+    return {
+        "output_type": "display_data",
+        "data": {"text/markdown": text, "text/plain": text},
+        "metadata": {},
+    }
+
+
+def bundle_output(data: dict[str, Any], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A MIME bundle as an ``Output`` output (copied: the caller's dicts stay its own)."""
+    return {"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})}
+
+
+def fenced(code: str, language: str = "python") -> str:
+    """``code`` as a Markdown code block whose fence no backtick run in the code can close."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{language}\n{code.rstrip()}\n{ticks}"
+
+
+def error_output(error: errors.DataAgentError) -> dict[str, Any]:
+    """The error's title, message and hint, rich where the front end can, plain elsewhere."""
+    plain = f"{error.title}: {error.message}" + (f"\n{error.hint}" if error.hint else "")
+    return bundle_output(
+        {
+            "text/html": error._repr_html_(),
+            "text/markdown": error._repr_markdown_(),
+            "text/plain": plain,
+        }
+    )
+
+
+def as_user_error(exc: BaseException) -> errors.DataAgentError:
+    """``exc`` as the one message a user reads (a bug gets a message that says so)."""
+    if isinstance(exc, errors.DataAgentError):
+        return exc
+    return errors.DataAgentError(
+        f"the chat widget failed: {type(exc).__name__}: {exc}",
+        hint="This is a bug in the Data Agent; the details are in the 'dataagent_jupyter' "
+        "log at DEBUG level. The conversation and your notebook are unaffected.",
+    )
+
+
+def frame_label(info: FrameInfo) -> str:
+    """How the frame picker lists a frame: name, kind and shape."""
+    shape = " × ".join(f"{n:,}" for n in info.shape)
+    return f"{info.name}  ({info.kind}, {shape})"
+
+
+def walk(widget: Any) -> Iterator[Any]:
+    """``widget`` and every widget under it, depth first (to close them all)."""
+    yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from walk(child)
+
+
+def vbox(*classes: str, **layout: str) -> widgets.VBox:
+    """A vertical box with CSS classes (tests and the labextension find parts by class)."""
+    box = widgets.VBox(layout=widgets.Layout(**layout))
+    for name in classes:
+        box.add_class(name)
+    return box
+
+
+def append(box: widgets.Box, *children: widgets.Widget) -> None:
+    """Add children to a box (a widget's children are an immutable tuple)."""
+    box.children = (*box.children, *children)
+
+
+def user_message(question: str) -> widgets.HTML:
+    """The user's question as typed: escaped (it is not Markdown), line breaks kept."""
+    user = widgets.HTML(
+        '<div style="white-space:pre-wrap;padding:4px 8px;border-radius:4px;'
+        'background:var(--jp-layout-color2,#eeeeee)">'
+        f"{html.escape(question)}</div>"
+    )
+    user.add_class("dataagent-chat-user")
+    return user
+
+
+def note_html(text: str, *, colour: str = "var(--jp-ui-font-color2, #616161)") -> str:
+    """A small line of already-escaped HTML (status, hints)."""
+    return f'<div style="font-size:0.9em;color:{colour}">{text}</div>'
