@@ -5,7 +5,7 @@
 import { NotebookActions, NotebookPanel, INotebookTracker } from '@jupyterlab/notebook';
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
 
-import { FRONTEND_TARGET } from './protocol';
+import { FRONTEND_TARGET } from './wire';
 
 /** Insert `code` as a new code cell below the active cell (at the top of an empty notebook). */
 export function insertBelowActive(panel: NotebookPanel, code: string): string | null {

@@ -9,18 +9,16 @@ import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ConversationStore } from './history';
+import { AgentClient, AgentRequest } from './client';
+import { connectAgent, ConnectError } from './connection';
 import {
-  AgentClient,
   AgentEvent,
-  AgentRequest,
-  connectAgent,
-  ConnectError,
   IFrameInfo,
   IHelloReply,
   isFinalEvent,
   IStatusInfo,
   Mode
-} from './protocol';
+} from './wire';
 import { applyEvent, ITurn, mergeHistory, newTurn } from './render';
 
 /** Where the connection to the kernel stands. */

@@ -12,7 +12,7 @@ import { insertBelowActive, replaceActive } from './cells';
 import { ConversationStore } from './history';
 import { dataAgentIcon } from './icon';
 import { NotebookAgent } from './notebookagent';
-import type { Mode } from './protocol';
+import type { Mode } from './wire';
 import {
   endpointHost,
   formatElapsed,

@@ -14,7 +14,7 @@ import type {
   IStatusInfo,
   Mode,
   Phase
-} from './protocol';
+} from './wire';
 
 // --- the conversation model ----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
-import type { IOutputEvent, IRunFailedEvent } from './protocol';
+import type { IOutputEvent, IRunFailedEvent } from './wire';
 import {
   doneSummary,
   fenceCode,

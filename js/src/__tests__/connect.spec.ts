@@ -1,6 +1,7 @@
 import type { Kernel } from '@jupyterlab/services';
 
-import { COMM_TARGET, connectAgent, ConnectError, LOAD_EXTENSION_CODE } from '../protocol';
+import { connectAgent, ConnectError } from '../connection';
+import { COMM_TARGET, LOAD_EXTENSION_CODE } from '../wire';
 
 /** A comm whose kernel side either has the target (answers hello) or not (closes). */
 class FakeComm {

@@ -1,5 +1,5 @@
 import { ConversationStore, IKeyValueStorage } from '../history';
-import type { AgentEvent, IStatusInfo } from '../protocol';
+import type { AgentEvent, IStatusInfo } from '../wire';
 import {
   applyEvent,
   doneSummary,

@@ -1,6 +1,6 @@
 import { RenderMimeRegistry, standardRendererFactories } from '@jupyterlab/rendermime';
 
-import type { AgentEvent } from '../protocol';
+import type { AgentEvent } from '../wire';
 import { applyEvent, ITurn, newTurn } from '../render';
 import { ICodeActions, TurnView } from '../renderturn';
 

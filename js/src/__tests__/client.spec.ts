@@ -1,14 +1,11 @@
+import { AgentClient, AgentError, ConnectionClosed, IChannel } from '../client';
 import {
-  AgentClient,
-  AgentError,
   AgentEvent,
   ClientMessage,
-  ConnectionClosed,
-  IChannel,
   IHelloReply,
   isFinalEvent,
   parseServerMessage
-} from '../protocol';
+} from '../wire';
 
 /** A channel that records what the client sends. */
 class FakeChannel implements IChannel {

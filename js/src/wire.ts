@@ -1,0 +1,289 @@
+/**
+ * The wire types of the kernel protocol (see PROTOCOL.md): what the kernel describes,
+ * the events of a question, the messages each way, and the one parser of what arrives.
+ *
+ * Types and pure functions only: the client (`client.ts`) and the comm connection
+ * (`connection.ts`) build on them, and the renderer reads events in these shapes.
+ */
+
+/** Comm target the kernel extension registers; the panel opens it. */
+export const COMM_TARGET = 'dataagent';
+/** Comm target the labextension registers on notebook kernels (cell insertion). */
+export const FRONTEND_TARGET = 'dataagent.frontend';
+/** What the panel runs (silently) when the kernel has not loaded the extension. */
+export const LOAD_EXTENSION_CODE = '%load_ext dataagent_jupyter';
+/** The protocol version this client speaks. */
+export const PROTOCOL_VERSION = 1;
+
+// --- what the kernel describes -----------------------------------------------------------
+
+export interface IFrameInfo {
+  name: string;
+  kind: string;
+  shape: number[];
+  columns: string[];
+}
+
+export interface ISandboxInfo {
+  state: string;
+  protections: string[];
+}
+
+export interface IStatusInfo {
+  version: string;
+  model: string;
+  /** host[:port] of the LLM endpoint */
+  endpoint: string;
+  key_set: boolean;
+  privacy: string;
+  mode: Mode;
+  sandbox: ISandboxInfo | null;
+  replay?: string | null;
+  record?: string | null;
+  /** the conversation so far (status replies carry it, so the panel sees %%ask turns) */
+  history?: IHistoryTurn[];
+}
+
+export interface IHistoryTurn {
+  question: string;
+  explanation: string;
+  code: string;
+  outcome: string;
+}
+
+export interface IErrorInfo {
+  kind: string;
+  title: string;
+  message: string;
+  hint: string | null;
+}
+
+export interface IUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+export type Mode = 'insert' | 'run';
+
+export type Phase =
+  | 'describing'
+  | 'asking'
+  | 'running'
+  | 'fixing'
+  | 'checking'
+  | 'loading';
+
+// --- events (event_to_json in dataagent_jupyter/events.py) -------------------------------
+
+export interface IStatusEvent {
+  type: 'Status';
+  phase: Phase;
+  message: string;
+  attempt: number;
+}
+
+export interface IDeltaEvent {
+  type: 'Delta';
+  text: string;
+  attempt: number;
+}
+
+export interface ICodeProposedEvent {
+  type: 'CodeProposed';
+  code: string;
+  explanation: string;
+  attempt: number;
+  warnings: string[];
+}
+
+export type MimeBundle = { [mime: string]: unknown };
+
+export interface IOutputEvent {
+  type: 'Output';
+  kind: 'stream' | 'display' | 'result';
+  data: MimeBundle;
+  metadata: { [key: string]: unknown };
+  name: string;
+  attempt: number;
+  saved: string | null;
+}
+
+export interface IRunFailedEvent {
+  type: 'RunFailed';
+  attempt: number;
+  ename: string;
+  evalue: string;
+  traceback: string;
+  will_retry: boolean;
+}
+
+export interface IDoneEvent {
+  type: 'Done';
+  mode: Mode;
+  outcome: 'inserted' | 'ran' | 'failed' | 'proposed';
+  code: string;
+  explanation: string;
+  model: string;
+  usage: IUsage;
+  elapsed: number;
+  attempts: number;
+  cached: boolean;
+  into: string | null;
+  /** answered from a record/replay transcript (newer kernels send it) */
+  replayed?: boolean;
+}
+
+export interface IFailedEvent {
+  type: 'Failed';
+  error: IErrorInfo;
+  code: string;
+  elapsed: number;
+}
+
+export type AgentEvent =
+  | IStatusEvent
+  | IDeltaEvent
+  | ICodeProposedEvent
+  | IOutputEvent
+  | IRunFailedEvent
+  | IDoneEvent
+  | IFailedEvent;
+
+export type FinalEvent = IDoneEvent | IFailedEvent;
+
+/** Whether `event` ends its request's stream. */
+export function isFinalEvent(event: AgentEvent): event is FinalEvent {
+  return event.type === 'Done' || event.type === 'Failed';
+}
+
+// --- messages ------------------------------------------------------------------------------
+
+export interface IAskMessage {
+  type: 'ask';
+  id: string;
+  question: string;
+  frames: string[] | null;
+  mode: Mode;
+}
+
+export interface IRunMessage {
+  type: 'run';
+  id: string;
+  code: string;
+  frames: string[] | null;
+}
+
+/** Front end → kernel. */
+export type ClientMessage =
+  | { type: 'hello' }
+  | { type: 'list_frames' }
+  | { type: 'status' }
+  | { type: 'reset' }
+  | { type: 'cancel'; id: string }
+  | IAskMessage
+  | IRunMessage;
+
+export interface IHelloReply {
+  type: 'hello';
+  version: string;
+  protocol?: number;
+  status: IStatusInfo;
+  frames: IFrameInfo[];
+  history: IHistoryTurn[];
+  running?: boolean;
+}
+
+export interface IFramesReply {
+  type: 'frames';
+  frames: IFrameInfo[];
+}
+
+export type IStatusReply = { type: 'status' } & IStatusInfo;
+
+export interface IResetReply {
+  type: 'reset';
+  ok: boolean;
+}
+
+export interface IEventMessage {
+  type: 'event';
+  id: string;
+  event: AgentEvent;
+}
+
+export interface IErrorReply {
+  type: 'error';
+  request: string | null;
+  id: string | null;
+  error: IErrorInfo;
+}
+
+/** Kernel → front end. */
+export type ServerMessage =
+  | IHelloReply
+  | IFramesReply
+  | IStatusReply
+  | IResetReply
+  | IEventMessage
+  | IErrorReply;
+
+/** The messages that answer a request (the rest arrive unasked). */
+export const REPLY_TYPES = ['hello', 'frames', 'status', 'reset'] as const;
+export type ReplyType = (typeof REPLY_TYPES)[number];
+
+/** The reply type each request is answered with. */
+export const REPLY_FOR: { [request: string]: ReplyType } = {
+  hello: 'hello',
+  list_frames: 'frames',
+  status: 'status',
+  reset: 'reset'
+};
+
+function isObject(value: unknown): value is { [key: string]: unknown } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The kernel's message as a `ServerMessage`, or null when it is not one this client
+ * understands (a newer kernel may send more; unknown messages are ignored, not fatal).
+ */
+export function parseServerMessage(data: unknown): ServerMessage | null {
+  if (!isObject(data) || typeof data.type !== 'string') {
+    return null;
+  }
+  switch (data.type) {
+    case 'event':
+      if (
+        typeof data.id === 'string' &&
+        isObject(data.event) &&
+        typeof data.event.type === 'string'
+      ) {
+        return data as unknown as IEventMessage;
+      }
+      return null;
+    case 'error':
+      return isObject(data.error) ? (data as unknown as IErrorReply) : null;
+    case 'hello':
+    case 'frames':
+    case 'status':
+    case 'reset':
+      return data as unknown as ServerMessage;
+    default:
+      return null;
+  }
+}
+
+/** A Failed event made on this side (the kernel went away, the request was refused). */
+export function localFailure(
+  title: string,
+  message: string,
+  hint: string | null = null,
+  kind = 'PanelError'
+): IFailedEvent {
+  return {
+    type: 'Failed',
+    error: { kind, title, message, hint },
+    code: '',
+    elapsed: 0
+  };
+}
