@@ -192,8 +192,11 @@ class _Channel:
             lambda event: self.send_event(request_id, event),
             cancel=cancel,
             name=f"dataagent-ask-{request_id}",
-            on_end=lambda: self.running.pop(request_id, None),
+            on_end=lambda: self._forget(request_id),
         )
+
+    def _forget(self, request_id: str) -> None:
+        self.running.pop(request_id, None)
 
     def send_event(self, request_id: str, event: Event) -> None:
         try:

@@ -404,7 +404,7 @@ def _shown_name(source: object, filename: str | None) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "upload"
     try:
-        return os.fsdecode(os.fspath(source))  # type: ignore[arg-type]
+        return os.fsdecode(os.fspath(source))  # type: ignore[call-overload]
     except TypeError:
         return repr(source)[:80]
 
@@ -477,7 +477,7 @@ def _read_source(source: object, shown: str, max_bytes: int | None) -> bytes:
             raise _too_big(label, len(data), max_bytes)
         return data
     try:
-        path = Path(os.fsdecode(os.fspath(source))).expanduser()  # type: ignore[arg-type]
+        path = Path(os.fsdecode(os.fspath(source))).expanduser()  # type: ignore[call-overload]
     except TypeError:
         raise LoadError(
             f"Cannot load {label}: expected a file path or the bytes of a file, "
@@ -514,7 +514,8 @@ def _read_capped(handle: Any, limit: int | None, label: str) -> bytes:
     """Read a decompressing stream to the end, refusing to expand past ``limit``."""
     if limit is None:
         return handle.read()
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         chunk = handle.read(min(_MB, limit + 1 - total))
         if not chunk:
@@ -673,7 +674,12 @@ def _read_compressed(
         if kind == "zstd":
             data = _unzstd(src, limit)
         else:
-            opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
+            openers: dict[str, Callable[..., Any]] = {
+                "gzip": gzip.open,
+                "bz2": bz2.open,
+                "xz": lzma.open,
+            }
+            opener = openers[kind]
             with opener(io.BytesIO(src.data), "rb") as handle:
                 data = _read_capped(handle, limit, src.label)
     info.compression.append(kind)

@@ -20,7 +20,7 @@ from .frames import Privacy
 if TYPE_CHECKING:
     from .config import DataAgent
 
-__all__ = ["PRIVACIES", "AskOptions"]
+__all__ = ["PRIVACIES", "AskOptions", "configured_mode"]
 
 PRIVACIES: tuple[Privacy, ...] = ("sample", "schema")
 
@@ -79,7 +79,12 @@ class AskOptions:
         """These options with the ``%config DataAgent`` defaults filled in, checked again."""
         return replace(
             self,
-            mode=self.mode or config.mode,
+            mode=self.mode or configured_mode(config),
             model=self.model or config.model,
-            privacy=self.privacy or config.privacy,
+            privacy=self.privacy or ("schema" if config.privacy == "schema" else "sample"),
         )
+
+
+def configured_mode(config: DataAgent) -> Mode:
+    """``DataAgent.mode`` as a :data:`Mode` (the trait admits only the two values)."""
+    return "run" if config.mode == "run" else "insert"

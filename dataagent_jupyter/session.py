@@ -56,7 +56,7 @@ from .frames import (
     is_frame,
 )
 from .llm import ChatBackend, ChatRequest, ChatResponse, OpenAIChat, endpoint_host
-from .options import AskOptions
+from .options import AskOptions, configured_mode
 from .prompts import (
     PastTurn,
     build_messages,
@@ -192,7 +192,7 @@ class Session:
         turn = TurnState(
             kind="ask",
             question=question.strip(),
-            mode=options.mode or self.config.mode,
+            mode=options.mode or configured_mode(self.config),
             model=options.model or self.config.model,
         )
         return self.run_turn(turn, lambda t, stop: self._ask(t, options, stop), cancel=cancel)

@@ -32,9 +32,10 @@ if ! grep "dataagent-jupyter.*enabled.*OK" <<<"$extensions" >/dev/null; then
   exit 1
 fi
 
-step "lint"
+step "lint and types"
 ruff check .
 ruff format --check .
+mypy  # settings in pyproject.toml: dataagent_jupyter/, mypy's default checks
 
 step "container files (hadolint; tests/test_container.py checks the rest)"
 hadolint Dockerfile

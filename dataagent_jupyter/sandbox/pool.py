@@ -309,7 +309,7 @@ def start_child(config: Any, *, warm: bool = True) -> Child:
             work_dir=work_dir,
             transfer_dirs=tuple(transfer_dirs),
             log_path=log_path,
-            pid=km.provisioner.pid,
+            pid=_kernel_pid(km),
             limits=limits,
         )
         try:
@@ -529,3 +529,11 @@ class ChildPool:
             self._future = None
         if child is not None:
             child.close()
+
+
+def _kernel_pid(km: KernelManager) -> int:
+    """The child kernel's process id (the local provisioner started it)."""
+    pid = getattr(km.provisioner, "pid", None)
+    if not isinstance(pid, int):
+        raise SandboxError("the analysis kernel started, but its process cannot be found.")
+    return pid

@@ -452,7 +452,10 @@ def _rebuild(
     fields = recipe.get("fields")
     if not isinstance(fields, list) or len(fields) != ncols:
         raise TransferError("the result file's recipe does not list each column exactly once")
-    names = [f[0] if isinstance(f, list) and len(f) == 3 else None for f in fields]
+    # a malformed field gives no name, so the count check below refuses the recipe
+    names: list[str] = [
+        f[0] for f in fields if isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
+    ]
     if (
         len(set(names)) != ncols
         or set(names) != set(table.column_names)
@@ -734,7 +737,8 @@ def _decode(data: Any, depth: int) -> Any:
         return [_decode(v, depth - 1) for v in data]
     if not isinstance(data, dict):
         return data
-    tag, v = data.get("$"), data.get("v")
+    tag: Any = data.get("$")
+    v: Any = data.get("v")
     inner = depth - 1
     if tag == "float":
         return float(str(v)[:40])

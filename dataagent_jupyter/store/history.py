@@ -382,7 +382,7 @@ class HistoryTable:
 
     def _cells(self, turn: Turn) -> tuple[str, ...]:
         when = _dt.datetime.fromtimestamp(turn.time).strftime("%Y-%m-%d %H:%M")
-        outcome = turn.outcome
+        outcome: str = turn.outcome
         if turn.error:
             outcome += f": {_short(turn.error, 60)}"
         return (

@@ -59,10 +59,14 @@ def price_of(model: str, table: Mapping[str, tuple[float, float]]) -> tuple[floa
 class TurnLike(Protocol):
     """What metrics need to know about a finished question (a :class:`Turn` has it)."""
 
-    model: str
-    tokens_in: int
-    tokens_out: int
-    latency: float
+    @property
+    def model(self) -> str: ...
+    @property
+    def tokens_in(self) -> int: ...
+    @property
+    def tokens_out(self) -> int: ...
+    @property
+    def latency(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class Stats:
         ]
 
     def _model_rows(self) -> list[tuple[str, ...]]:
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for m in self.models:
             price = "unknown" if m.price is None else f"${m.price[0]:g} / ${m.price[1]:g}"
             cost = "unknown" if m.cost_usd is None else _usd(m.cost_usd)
