@@ -70,11 +70,6 @@ class AskOptions:
                 "you run it.",
             )
 
-    @property
-    def resolved(self) -> bool:
-        """Whether every default has been filled in (see :meth:`resolve`)."""
-        return None not in (self.mode, self.model, self.privacy)
-
     def resolve(self, config: DataAgent) -> AskOptions:
         """These options with the ``%config DataAgent`` defaults filled in, checked again."""
         return replace(
