@@ -20,7 +20,7 @@ from .frames import Privacy
 if TYPE_CHECKING:
     from .config import DataAgent
 
-__all__ = ["PRIVACIES", "AskOptions", "configured_mode"]
+__all__ = ["PRIVACIES", "AskOptions", "as_mode", "configured_mode"]
 
 PRIVACIES: tuple[Privacy, ...] = ("sample", "schema")
 
@@ -55,8 +55,8 @@ class AskOptions:
                 raise UsageError("frames must be a list of names, or None for all frames.")
             # a list from a caller becomes a tuple: the record stays immutable and hashable
             object.__setattr__(self, "frames", tuple(self.frames) or None)
-        if self.mode is not None and self.mode not in MODES:
-            raise UsageError(f"mode must be 'insert' or 'run', not {self.mode!r}.")
+        if self.mode is not None:
+            as_mode(self.mode)
         if self.privacy is not None and self.privacy not in PRIVACIES:
             raise UsageError("--privacy must be 'schema' or 'sample'.")
         if self.into is not None and not self.into.isidentifier():
@@ -78,6 +78,14 @@ class AskOptions:
             model=self.model or config.model,
             privacy=self.privacy or ("schema" if config.privacy == "schema" else "sample"),
         )
+
+
+def as_mode(value: object) -> Mode:
+    """``value`` (a string from a request, a setting) as a :data:`Mode`, or a usage error."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise UsageError(f"mode must be 'insert' or 'run', not {value!r}.")
 
 
 def configured_mode(config: DataAgent) -> Mode:

@@ -3,7 +3,7 @@
 The layers (docs/architecture.md), top to bottom::
 
     extension                               builds, registers, unregisters
-    magics+commands | widget | comm         the front ends
+    magics+commands | widget | comm | eval  the front ends (eval: the benchmark CLI)
     cell_output, frontend                   rendering into a cell; asking for a cell
     session, prompts, code, options, background
     llm, frames, sandbox, store, loaders
@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "commands": 4,
     "widget": 4,
     "comm": 4,
+    "eval": 4,
     "extension": 5,
     "__init__": 5,
 }
@@ -56,6 +57,7 @@ FRONT_ENDS: dict[str, str] = {
     "commands": "magics",
     "widget": "widget",
     "comm": "comm",
+    "eval": "eval",
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import DataAgent
 from ..errors import Cancelled, DataAgentError, UsageError
+from ..events import MODES
 from ..llm import endpoint_host
 from . import report
 from .dabench import load_questions, select
@@ -160,11 +161,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_mode(mode: str) -> None:
     """Agent mode needs an engine that has it; say so before any question is asked."""
-    modes = DataAgent.class_traits()["mode"].values or ()
-    if mode not in modes:
+    if mode not in MODES:
         raise UsageError(
             f"--mode {mode} is not available in this version of dataagent-jupyter "
-            f"(modes: {', '.join(modes)}).",
+            f"(modes: {', '.join(MODES)}).",
             hint="Use --mode run, or upgrade to a version with agent mode.",
         )
 

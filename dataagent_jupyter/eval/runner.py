@@ -24,6 +24,7 @@ from .. import errors
 from ..config import DataAgent
 from ..events import Done, Failed, Output, RunFailed
 from ..loaders import read_frame
+from ..options import AskOptions, as_mode
 from ..session import Session
 from .dabench import Question, score
 
@@ -213,9 +214,8 @@ class Worker:
         fixes = 0
         cancel = stop.event()
         try:
-            for event in self.session.ask(
-                question.prompt(), frames=["df"], mode=self.settings.mode, cancel=cancel
-            ):
+            options = AskOptions(frames=("df",), mode=as_mode(self.settings.mode))
+            for event in self.session.ask(question.prompt(), options, cancel=cancel):
                 if isinstance(event, Output):
                     outputs.append(event)
                 elif isinstance(event, RunFailed) and event.will_retry:
