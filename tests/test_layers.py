@@ -5,7 +5,7 @@ The layers (docs/architecture.md), top to bottom::
     extension                               builds, registers, unregisters
     magics+commands | widget | comm | eval  the front ends (eval: the benchmark CLI)
     cell_output, frontend                   rendering into a cell; asking for a cell
-    session, prompts, code, options, background
+    session, prompts, code, options, background, agent
     llm, frames, sandbox, store, loaders
     events, errors, config, tokens
 
@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "code": 2,
     "options": 2,
     "background": 2,
+    "agent": 2,
     "cell_output": 3,
     "frontend": 3,
     "magics": 4,
