@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     lock = threading.Lock()
 
     def save() -> None:
-        current = results_in_order(iter(results.values()), order)
+        current = results_in_order(results.values(), order)
         report.write(out, report.build(current, settings, source=source, prices=prices))
 
     if earlier:
@@ -148,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     with lock:
         save()
     final = report.build(
-        results_in_order(iter(results.values()), order), settings, source=source, prices=prices
+        results_in_order(results.values(), order), settings, source=source, prices=prices
     )
     print(report.table(final))
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")

@@ -15,8 +15,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,19 +55,31 @@ class Result:
     id: str
     level: str
     concepts: tuple[str, ...]
-    right: bool
-    reason: Reason | None  # None when right
-    detail: str
     expected: dict[str, str]
-    got: dict[str, str]
-    sub_right: int
     sub_total: int
-    tokens_in: int
-    tokens_out: int
-    seconds: float
-    fix_attempts: int
+    right: bool = False
+    reason: Reason | None = None  # None when right
+    detail: str = ""
+    got: dict[str, str] = field(default_factory=dict)
+    sub_right: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    fix_attempts: int = 0
     code: str = ""
     output: str = ""
+
+    @classmethod
+    def of(cls, question: Question, **measures: Any) -> Result:
+        """A not-yet-right result for ``question`` with its measures (tokens, seconds…)."""
+        return cls(
+            id=question.id,
+            level=question.level,
+            concepts=question.concepts,
+            expected=dict(question.expected),
+            sub_total=len(question.expected),
+            **measures,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -208,7 +220,10 @@ class Worker:
         try:
             self.namespace["df"] = tables.get(question.file_name)
         except errors.LoadError as exc:
-            return _miss(question, "load error", exc.message, started)
+            seconds = time.perf_counter() - started
+            return replace(
+                Result.of(question, seconds=seconds), reason="load error", detail=exc.message
+            )
         outputs: list[Output] = []
         final: Done | Failed | None = None
         fixes = 0
@@ -236,50 +251,36 @@ class Worker:
         text = visible_text(o for o in outputs if o.attempt == last)
         if isinstance(final, Done) and self.settings.mode == "agent":
             text = f"{text}\n{final.explanation}"  # an agent may state its answer in words
-        code = final.code if final is not None else ""
-        common = dict(
-            id=question.id,
-            level=question.level,
-            concepts=question.concepts,
-            expected=dict(question.expected),
-            sub_total=len(question.expected),
+        base = Result.of(
+            question,
             tokens_in=spent[0],
             tokens_out=spent[1],
             seconds=seconds,
             fix_attempts=fixes,
-            code=code,
+            code=final.code if final is not None else "",
             output=text[:OUTPUT_KEPT],
         )
         if not isinstance(final, Done):
             error = final.error if final is not None else errors.DataAgentError("no answer")
-            return Result(
-                right=False,
-                reason=_reason(error),
-                detail=f"{error.title}: {error.message}",
-                got={},
-                sub_right=0,
-                **common,  # type: ignore[arg-type]
-            )
+            return replace(base, reason=_reason(error), detail=f"{error.title}: {error.message}")
         marks = score(text, question.expected)
         reason: Reason | None = None
-        detail = ""
+        details = []
         if marks.wrong:
             reason = "wrong value"
-            detail = "; ".join(
-                f"{n}: got {marks.got[n]!r}, expected {dict(question.expected)[n]!r}"
-                for n in marks.wrong
-            )
+            details += [
+                f"{n}: got {marks.got[n]!r}, expected {base.expected[n]!r}" for n in marks.wrong
+            ]
         if marks.missing:
             reason = reason or "missing answer"
-            missing = ", ".join(f"@{n}[...]" for n in marks.missing)
-            detail = "; ".join(filter(None, [detail, f"no {missing} in the output"]))
-        return Result(
+            details.append(f"no {', '.join(f'@{n}[...]' for n in marks.missing)} in the output")
+        return replace(
+            base,
             right=marks.all_right,
             reason=reason,
-            detail=detail,
+            detail="; ".join(details),
             got=marks.got,
             sub_right=len(marks.right),
-            **common,  # type: ignore[arg-type]
         )
 
     def close(self) -> None:
@@ -342,26 +343,7 @@ def _reason(error: errors.DataAgentError) -> Reason:
     return "error"
 
 
-def _miss(question: Question, reason: Reason, detail: str, started: float) -> Result:
-    return Result(
-        id=question.id,
-        level=question.level,
-        concepts=question.concepts,
-        right=False,
-        reason=reason,
-        detail=detail,
-        expected=dict(question.expected),
-        got={},
-        sub_right=0,
-        sub_total=len(question.expected),
-        tokens_in=0,
-        tokens_out=0,
-        seconds=time.perf_counter() - started,
-        fix_attempts=0,
-    )
-
-
-def results_in_order(results: Iterator[Result], order: list[str]) -> list[Result]:
+def results_in_order(results: Iterable[Result], order: list[str]) -> list[Result]:
     """``results`` sorted as the questions file lists them."""
     rank = {qid: i for i, qid in enumerate(order)}
     return sorted(results, key=lambda r: rank.get(r.id, len(rank)))
