@@ -21,7 +21,7 @@ step "python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -U pip
 # -e builds the labextension too (hatch-jupyter-builder runs jlpm install + build)
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+"$VENV/bin/python" -m pip install -q -e ".[test,docs]"
 export PATH="$PWD/$VENV/bin:$PATH"
 
 step "labextension is installed"
@@ -39,6 +39,9 @@ mypy  # settings in pyproject.toml: dataagent_jupyter/, mypy's default checks
 
 step "container files (hadolint; tests/test_container.py checks the rest)"
 hadolint Dockerfile
+
+step "docs (Sphinx, warnings are errors)"
+python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 step "TypeScript unit tests"
 (cd js && jlpm test)

@@ -25,6 +25,8 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 LABEXTENSION = REPO / "dataagent_jupyter" / "labextension"
 ARTIFACTS = REPO / "test-artifacts"
+#: where the docs take their screenshots from (committed; see docs_screenshot)
+DOCS_SCREENSHOTS = REPO / "docs" / "_static" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -229,6 +231,21 @@ def run_in_last_cell(page: Any, code: str) -> None:
         }}""",
         timeout=60000,
     )
+
+
+def docs_screenshot(page: Any, name: str) -> Path:
+    """Save what the user sees now as ``NAME.png``, the picture the docs show of it.
+
+    With ``DATAAGENT_DOCS_SCREENSHOTS=1`` it goes to ``docs/_static/screenshots`` (commit
+    it); otherwise to ``test-artifacts/screenshots``, so an ordinary test run leaves the
+    checkout clean while still taking the picture the same way.
+    """
+    folder = DOCS_SCREENSHOTS if os.environ.get("DATAAGENT_DOCS_SCREENSHOTS") else ARTIFACTS
+    path = (folder if folder == DOCS_SCREENSHOTS else folder / "screenshots") / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(0, 0)  # no hover highlight in the picture
+    page.screenshot(path=str(path))
+    return path
 
 
 def open_panel(page: Any) -> Any:

@@ -25,6 +25,7 @@ from browser_helpers import (
     LabServer,
     ask,
     cell_sources,
+    docs_screenshot,
     open_notebook,
     open_panel,
     run_in_last_cell,
@@ -168,6 +169,7 @@ def test_ask_streams_an_answer_and_inserts_the_code(
     )
     # Shift+Enter left the new empty cell active: the code goes right below it
     assert [s.strip() for s in cell_sources(page)] == [SALES, "", code]
+    docs_screenshot(page, "panel-insert")
 
     # "Replace cell" rewrites the active cell (the empty one, once selected)
     page.locator(CELLS).nth(1).locator(".jp-InputPrompt").click()
@@ -198,12 +200,42 @@ def test_run_mode_shows_the_result_and_a_chart(page: Any, lab: LabServer, llm: L
     expect(outputs.locator("img")).to_have_count(1)
     expect(outputs.locator("table")).to_contain_text("5.0")
     expect(turn.locator(".jp-DataAgent-error")).to_be_hidden()
+    docs_screenshot(page, "panel-run")
 
     # "Run in sandbox" on the code block runs it again as a turn of its own
     turn.locator("[data-action='run']").click()
     rerun = panel.locator(".jp-DataAgent-turn[data-kind='run']").last
     expect(rerun).to_have_attribute("data-state", "done", timeout=90000)
     expect(rerun.locator(".jp-DataAgent-outputs table")).to_contain_text("5.0")
+
+
+def test_run_magic_shows_the_code_its_outputs_and_a_chart(
+    page: Any, lab: LabServer, llm: LLMServer
+) -> None:
+    lab.new_notebook("magic.ipynb")
+    open_notebook(page, lab, "magic.ipynb")
+    run_in_last_cell(page, "%load_ext dataagent\n" + SALES)
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "result = sales.groupby('region')['revenue'].sum()\n"
+        "fig, ax = plt.subplots(figsize=(4, 2.5))\n"
+        "result.plot.bar(ax=ax, title='Revenue by region')\n"
+        "result"
+    )
+    llm.script(code_answer(code, "Sum the revenue per region and draw it as bars."))
+    run_in_last_cell(page, "%%ask sales --run\nrevenue per region, as a bar chart")
+    output = page.locator(CELLS).nth(1).locator(".jp-OutputArea")
+    # the status line, the code that ran, the chart and the result, in the asking cell
+    expect(output).to_contain_text("Done in", timeout=90000)
+    expect(output).to_contain_text("groupby('region')")
+    expect(output.locator("img")).to_have_count(1)
+    expect(output).to_contain_text("5.0")
+    # run mode proposes no cell: only the two typed cells and the empty one after them
+    assert [s.strip() for s in cell_sources(page)][:2] == [
+        "%load_ext dataagent\n" + SALES,
+        "%%ask sales --run\nrevenue per region, as a bar chart",
+    ]
+    docs_screenshot(page, "magic-run")
 
 
 def test_stop_during_a_slow_answer(page: Any, lab: LabServer, llm: LLMServer) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, LabServer
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, LabServer, docs_screenshot
 from llm_server import LLMServer, Reply, code_answer
 from playwright.sync_api import expect
 
@@ -158,6 +158,8 @@ def test_chat_answers_and_inserts_a_cell(lab: tuple[LabServer, LLMServer], page:
     # the labextension inserts the cell right below the chat's cell
     answer.get_by_text("Inserted a new cell below the chat").wait_for()
     assert page.evaluate(CELLS_JS) == [SETUP, SHOW, expected]
+    if server.app == "lab":
+        docs_screenshot(page, "chat-widget")
 
 
 @pytest.mark.parametrize("lab", ["without-labextension"], indirect=True)
