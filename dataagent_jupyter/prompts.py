@@ -47,7 +47,9 @@ def system_prompt(names: Sequence[str], mode: Mode) -> str:
     """The rules: which names exist, which libraries, the shape of an answer, ``result``."""
     where = (
         "The code will run in a separate, sandboxed Python kernel that holds copies of "
-        "these variables; it has no network and cannot read the user's files."
+        "these variables; it has no network and cannot read the user's files. Each question "
+        "starts in a fresh kernel: variables from earlier answers do not exist, so compute "
+        "again what you need."
         if mode == "run"
         else "The code will be inserted as a new notebook cell for the user to review and run."
     )

@@ -67,7 +67,7 @@ from .prompts import (
 from .tokens import estimate_message_tokens
 
 if TYPE_CHECKING:
-    from .sandbox import Sandbox
+    from .sandbox import Lease, Sandbox
 
 log = logging.getLogger("dataagent_jupyter.session")
 
@@ -110,6 +110,8 @@ class TurnState:
     result_repr: str | None = None
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
+    #: the fresh sandbox child of this turn (all its attempts); discarded when it ends
+    lease: Lease | None = None
 
     @property
     def elapsed(self) -> float:
@@ -243,11 +245,13 @@ class Session:
             except Exception as exc:  # a bug of ours must still end in one clear message
                 stop.set()
                 final = self._failed(turn, _internal(exc))
+            _end_lease(turn)  # the turn's child goes with its work before the answer shows
             self._finish(turn, final)
             held = False
             self._busy.release()
             yield final
         finally:
+            _end_lease(turn)
             if held:
                 self._busy.release()
 
@@ -481,7 +485,7 @@ class Session:
         detail = f"copying result into {into}"
         yield Status("running", detail, turn.attempts)
         value = yield from self._pump(
-            lambda emit: self.sandbox.fetch("result", cancel=cancel),
+            lambda emit: self._lease(turn).fetch("result", cancel=cancel),
             cancel,
             "running",
             detail,
@@ -541,6 +545,12 @@ class Session:
                 ]
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _lease(self, turn: TurnState) -> Lease:
+        """The turn's own fresh child (taken at its first run, shared by its attempts)."""
+        if turn.lease is None:
+            turn.lease = self.sandbox.lease()
+        return turn.lease
+
     def _run_once(
         self,
         turn: TurnState,
@@ -552,12 +562,16 @@ class Session:
         phase: Phase,
     ) -> Iterator[Event]:
         turn.attempts = attempt
+        lease = self._lease(turn)
+        if not lease.ready:  # asked faster than a fresh child starts: say why it waits
+            waiting = "waiting for a fresh analysis kernel to start"
+            yield Status(phase, waiting, attempt)
+            yield from self._pump(lambda emit: lease.wait(cancel), cancel, phase, waiting, attempt)
         yield Status(phase, "in the sandbox kernel", attempt)
-        sandbox = self.sandbox
 
         def run(emit: Callable[[Event], None]) -> None:
             shown: set[str] = set()
-            for output in sandbox.run(code, found, attempt=attempt, cancel=cancel):
+            for output in lease.run(code, found, attempt=attempt, cancel=cancel):
                 text = str(output.data.get("text/plain", ""))
                 if output.kind == "display":
                     shown.add(text)
@@ -734,6 +748,12 @@ class Session:
         self._transcript.append(
             {"question": question, "explanation": explanation, "code": code, "outcome": outcome}
         )
+
+
+def _end_lease(turn: TurnState) -> None:
+    lease, turn.lease = turn.lease, None
+    if lease is not None:
+        lease.close()
 
 
 def _internal(exc: Exception) -> errors.DataAgentError:

@@ -222,6 +222,10 @@ def replace_send_back(body: str) -> str:
     return f"import _dataagent_transfer as T\n{body}\nT.send_back = evil\nresult = 1\n"
 
 
+def text_of(outputs) -> str:
+    return "".join(o.data["text/plain"] for o in outputs if o.kind == "stream")
+
+
 def planted(data: bytes) -> str:
     encoded = base64.b64encode(data).decode()
     return replace_send_back(
@@ -235,12 +239,20 @@ def planted(data: bytes) -> str:
 
 
 def fetch_refused(box: Sandbox, code: str, match: str) -> None:
-    list(box.run(code, {}))
-    before, started = rss(), time.monotonic()
-    with pytest.raises(SandboxError, match=match):
-        box.fetch()
-    assert time.monotonic() - started < 5
-    assert rss() - before < RSS_BUDGET
+    with box.question() as lease:
+        list(lease.run(code, {}))
+        before, started = rss(), time.monotonic()
+        with pytest.raises(SandboxError, match=match):
+            lease.fetch()
+        assert time.monotonic() - started < 5
+        assert rss() - before < RSS_BUDGET
+    assert ask_and_fetch(box, "result = 41 + 1") == 42  # the next question works at once
+
+
+def ask_and_fetch(box: Sandbox, code: str, frames=None):
+    with box.question() as lease:
+        list(lease.run(code, frames or {}))
+        return lease.fetch()
 
 
 @pytest.mark.kernel
@@ -275,35 +287,134 @@ def test_stop_cancels_a_stuck_fetch_and_restart_does_not_wait(sandbox):
     code = replace_send_back(
         "import time\ndef evil(namespace, name, path):\n    time.sleep(60)\n    return T.Reply({})"
     )
-    list(sandbox.run(code, {}))
     cancel = threading.Event()
     errors: list[BaseException] = []
 
-    def fetch() -> None:
+    def fetch(lease) -> None:
         try:
-            sandbox.fetch(cancel=cancel)
+            lease.fetch(cancel=cancel)
         except BaseException as exc:
             errors.append(exc)
 
-    worker = threading.Thread(target=fetch)
-    worker.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    cancel.set()
-    worker.join(timeout=5)
-    assert not worker.is_alive() and time.monotonic() - started < 2
-    assert isinstance(errors[0], Cancelled)
-    list(sandbox.run("result = 'next'", {}))
-    assert sandbox.fetch() == "next"
-    # a fetch stuck in the child never holds up a restart
-    list(sandbox.run(code, {}))
-    worker = threading.Thread(target=fetch)
-    worker.start()
-    time.sleep(0.5)
-    started = time.monotonic()
-    sandbox.restart()
-    assert time.monotonic() - started < 2
-    cancel.set()
-    worker.join(timeout=5)
-    list(sandbox.run("result = 'after restart'", {}))
-    assert sandbox.fetch() == "after restart"
+    with sandbox.question() as lease:
+        list(lease.run(code, {}))
+        worker = threading.Thread(target=fetch, args=(lease,))
+        worker.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        cancel.set()
+        worker.join(timeout=5)
+        assert not worker.is_alive() and time.monotonic() - started < 2
+        assert isinstance(errors[0], Cancelled)
+    assert ask_and_fetch(sandbox, "result = 'next'") == "next"
+    # a fetch stuck in the child never holds up a restart or the next question
+    cancel.clear()
+    with sandbox.question() as lease:
+        list(lease.run(code, {}))
+        worker = threading.Thread(target=fetch, args=(lease,))
+        worker.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        sandbox.restart()
+        assert time.monotonic() - started < 2
+        assert ask_and_fetch(sandbox, "result = 'meanwhile'") == "meanwhile"
+        worker.join(timeout=5)
+        assert not worker.is_alive() and isinstance(errors[-1], SandboxError)
+    assert ask_and_fetch(sandbox, "result = 'after restart'") == "after restart"
+
+
+# --- one clean child per question ----------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_tampered_transfer_functions_do_not_reach_the_next_question(sandbox):
+    frame = pd.DataFrame({"a": [1, 2, 3]})
+    tamper = (
+        "import _dataagent_transfer as T\n"
+        "honest = T.receive\n"
+        "def receive(namespace, *args, **kwargs):\n"
+        "    honest(namespace, *args, **kwargs)\n"
+        "    for value in list(namespace.values()):\n"
+        "        if isinstance(value, pd.DataFrame) and 'a' in value:\n"
+        "            value['a'] = value['a'] * 1000\n"
+        "T.receive = receive\n"
+        "pd.DataFrame.sum = lambda self, *a, **k: 'patched'\n"
+        "pd.Series.sum = lambda self, *a, **k: -1\n"
+        "T.send_back = lambda namespace, name, path: T.Reply({'ok': False, 'error': 'x'})\n"
+    )
+    with sandbox.question() as lease:
+        list(lease.run(tamper, {"df": frame}))
+        # within the question the damage is real (fix attempts share the child) ...
+        assert text_of(lease.run("print(df['a'].sum())", {"df": frame}, attempt=2)) == "-1\n"
+    # ... but the next question starts from a child no answer has touched
+    assert ask_and_fetch(sandbox, "result = int(df['a'].sum())", {"df": frame}) == 6
+
+
+@pytest.mark.kernel
+def test_a_frame_does_not_reach_a_later_questions_child(sandbox):
+    secret = pd.DataFrame({"region": ["North", "SZQX-hidden"]})
+    with sandbox.question() as lease:
+        list(lease.run("print(len(secret))", {"secret": secret}))
+    store_file = sandbox._store._files["secret"].path  # where the version lives
+    probe = (
+        "import gc, os\n"
+        "held = any(isinstance(o, pd.DataFrame) and 'SZQX-hidden' in o.to_string()\n"
+        "           for o in gc.get_objects())\n"
+        "print('held' if held or 'secret' in globals() else 'not held')\n"
+        "try:\n"
+        f"    open({str(store_file)!r}, 'rb').read()\n"
+        "    print('read the file')\n"
+        "except OSError:\n"
+        "    print('denied')\n"
+        "try:\n"
+        f"    print(os.listdir({str(store_file.parent.parent)!r}))\n"
+        "except OSError:\n"
+        "    print('denied')\n"
+    )
+    with sandbox.question() as lease:
+        out = text_of(lease.run(probe, {"other": pd.DataFrame({"x": [1]})}))
+    assert out == "not held\ndenied\ndenied\n"
+
+
+@pytest.mark.kernel
+def test_work_left_running_ends_with_the_answer(sandbox):
+    leftover = (
+        "import threading, subprocess, sys\n"
+        "def spin():\n"
+        "    while True:\n"
+        "        pass\n"
+        "threading.Thread(target=spin, daemon=True).start()\n"
+        "print('started')\n"
+    )
+    with sandbox.question() as lease:
+        assert text_of(lease.run(leftover, {})) == "started\n"
+        pid = lease.wait().pid
+        assert psutil.Process(pid).num_threads() > 1
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the child and its spinning thread outlived the answer")
+
+
+@pytest.mark.kernel
+def test_a_changed_frame_file_is_written_again(sandbox):
+    frame = pd.DataFrame({"a": np.arange(1000)})
+    with sandbox.question() as lease:
+        list(lease.run("pass", {"df": frame}))
+    sent = sandbox.bytes_sent()
+    with sandbox.question() as lease:  # unchanged: linked again, nothing written
+        list(lease.run("pass", {"df": frame}))
+    assert sandbox.bytes_sent() == sent
+    path = sandbox._store._files["df"].path
+    os.chmod(path, 0o600)  # what a child without Landlock could do, then write to it
+    with open(path, "r+b") as fh:
+        fh.seek(-8, os.SEEK_END)
+        fh.write(b"\xff" * 8)
+    assert ask_and_fetch(sandbox, "result = int(df['a'].iloc[-1])", {"df": frame}) == 999
+    assert sandbox.bytes_sent() > sent  # the damaged version was dropped and rewritten

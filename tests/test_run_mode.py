@@ -152,17 +152,22 @@ def test_insert_check_proposes_the_version_that_worked(kernel: Kernel, server: L
     assert "sales.revenue.sum()" in ex.next_input and "summ" not in ex.next_input
 
 
-def test_follow_up_uses_the_childs_state(kernel: Kernel, server: LLMServer) -> None:
+def test_follow_up_starts_in_a_clean_child(kernel: Kernel, server: LLMServer) -> None:
     server.script(
         code_answer(
             "per_region = sales.groupby('region', observed=True).size()\n"
             "result = per_region\nresult"
         ),
         code_answer("result = int(per_region.max())\nresult"),
+        code_answer("result = int(sales.groupby('region', observed=True).size().max())\nresult"),
     )
     assert kernel.execute("%%ask sales --run\nrows per region").ok
     ex = kernel.execute("%%ask sales --run\nthe largest of those")
     assert ex.ok, ex.error
+    # the earlier answer's variable is gone: the model is told, and computes it again
+    fix_request = server.chat_requests()[-1].text
+    assert "NameError" in fix_request and "per_region" in fix_request
+    assert "fresh kernel" in server.chat_requests()[0].text
     assert "2" in [x for x in ex.data("text/plain") if not x.startswith(("⏳", "✓"))][-1]
 
 
@@ -251,3 +256,34 @@ def test_result_is_shown_even_when_the_code_does_not_end_with_it(
     assert ex.ok, ex.error
     tables = [h for h in ex.data("text/html") if "<table" in h]
     assert len(tables) == 1 and "mean" in tables[0]
+
+
+def test_a_question_asked_before_a_fresh_child_is_up_waits_and_says_so(
+    server: LLMServer, tmp_path
+) -> None:
+    import pandas as pd
+
+    from dataagent_jupyter.config import DataAgent
+    from dataagent_jupyter.events import Done, Output, Status
+    from dataagent_jupyter.session import Session
+
+    server.script(code_answer("print('one')"), code_answer("print('two')"))
+    config = DataAgent(
+        base_url=server.url,
+        api_key=server.api_key,
+        output_dir=str(tmp_path),
+        data_dir=str(tmp_path),
+        cache=False,
+    )
+    session = Session(config, {"df": pd.DataFrame({"a": [1]})}, notebook="waiting")
+    try:
+        first = list(session.ask("one?", frames=["df"], mode="run", use_cache=False))
+        # asked at once: the child of the first answer is gone, the next one still starting
+        second = list(session.ask("two?", frames=["df"], mode="run", use_cache=False))
+    finally:
+        session.close()
+    for events, said in ((first, "one\n"), (second, "two\n")):
+        assert isinstance(events[-1], Done), events[-1]
+        assert [e.data["text/plain"] for e in events if isinstance(e, Output)] == [said]
+        waits = [e for e in events if isinstance(e, Status) and "waiting for a fresh" in e.message]
+        assert waits, [e for e in events if isinstance(e, Status)]

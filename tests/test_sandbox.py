@@ -120,8 +120,27 @@ def short_timeout(sandbox):
     sandbox.config.exec_timeout = 20.0
 
 
+def ask(box: Sandbox, code: str, frames=None, **options) -> list:
+    """One question: a fresh child runs ``code`` once and is thrown away."""
+    with box.question() as lease:
+        return list(lease.run(code, frames or {}, **options))
+
+
+def gone(pid: int, within: float = 3.0) -> bool:
+    """Has the process ended (exited, or dead and not yet reaped) within ``within`` s?"""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def run_text(box: Sandbox, code: str, frames=None) -> str:
-    return text_of(list(box.run(code, frames or {})))
+    return text_of(ask(box, code, frames))
 
 
 # --- outputs ---------------------------------------------------------------------------
@@ -138,7 +157,7 @@ def test_outputs_relayed_in_order(sandbox, outdir):
         "plt.show()\n"
         "result = df.groupby('region', as_index=False).revenue.sum()\n"
     )
-    outputs = list(sandbox.run(code, {"df": df}, attempt=2))
+    outputs = ask(sandbox, code, {"df": df}, attempt=2)
     kinds = [o.kind for o in outputs]
     assert kinds == ["stream", "display", "display", "result"]
     stream, table, chart, result = outputs
@@ -153,25 +172,31 @@ def test_outputs_relayed_in_order(sandbox, outdir):
 
 @pytest.mark.kernel
 def test_stale_result_is_never_shown(sandbox):
-    list(sandbox.run("result = 'old answer'", {}))
-    outputs = list(sandbox.run("print('no result this time')", {}))
-    assert [o.kind for o in outputs] == ["stream"]
-    with pytest.raises(SandboxError, match="no variable named 'result'"):
-        sandbox.fetch()
+    with sandbox.question() as lease:  # even between attempts in the same child
+        list(lease.run("result = 'old answer'", {}))
+        outputs = list(lease.run("print('no result this time')", {}, attempt=2))
+        assert [o.kind for o in outputs] == ["stream"]
+        with pytest.raises(SandboxError, match="no variable named 'result'"):
+            lease.fetch()
 
 
 @pytest.mark.kernel
-def test_state_is_kept_across_runs(sandbox):
-    list(sandbox.run("kept_value = 41", {}))
-    assert run_text(sandbox, "print(kept_value + 1)") == "42\n"
+def test_attempts_share_a_child_and_questions_do_not(sandbox):
+    with sandbox.question() as lease:
+        list(lease.run("kept_value = 41", {}))
+        first = lease.wait().pid
+        assert text_of(list(lease.run("print(kept_value + 1)", {}, attempt=2))) == "42\n"
+        assert lease.wait().pid == first
+    assert gone(first)
+    with sandbox.question() as lease:
+        assert text_of(list(lease.run("print('kept_value' in globals())", {}))) == "False\n"
+        assert lease.wait().pid != first
 
 
 @pytest.mark.kernel
 def test_error_gives_trimmed_traceback(sandbox):
     with pytest.raises(ExecutionFailed) as info:
-        list(
-            sandbox.run("def f(frame):\n    return frame['missing']\nf(df)", {"df": mixed_frame()})
-        )
+        ask(sandbox, "def f(frame):\n    return frame['missing']\nf(df)", {"df": mixed_frame()})
     error = info.value
     assert error.ename == "KeyError" and "missing" in error.evalue
     assert "\x1b[" not in error.traceback
@@ -188,24 +213,27 @@ def test_error_gives_trimmed_traceback(sandbox):
 def test_fetch_round_trip_keeps_dtypes(sandbox):
     frame = mixed_frame()
     frame.columns = pd.MultiIndex.from_tuples([("k", c) for c in frame.columns])
-    list(sandbox.run("result = df", {"df": frame}))
-    back = sandbox.fetch()
+    with sandbox.question() as lease:
+        list(lease.run("result = df", {"df": frame}))
+        back = lease.fetch()
     pd.testing.assert_frame_equal(back, frame, check_exact=True)
     assert isinstance(back.iloc[2, 3], list)
 
     series = mixed_frame()["when"]
-    list(sandbox.run("result = s", {"s": series}))
-    pd.testing.assert_series_equal(sandbox.fetch(), series)
+    with sandbox.question() as lease:
+        list(lease.run("result = s", {"s": series}))
+        pd.testing.assert_series_equal(lease.fetch(), series)
 
 
 @pytest.mark.kernel
 def test_fetch_other_values_and_refusals(sandbox):
-    list(sandbox.run("answer = {'total': 3.5, 'ids': (1, 2)}\nfig = __import__('threading')", {}))
-    assert sandbox.fetch("answer") == {"total": 3.5, "ids": (1, 2)}
-    with pytest.raises(SandboxError, match="cannot be brought back"):
-        sandbox.fetch("fig")
-    with pytest.raises(SandboxError, match="no variable named 'nothing_here'"):
-        sandbox.fetch("nothing_here")
+    with sandbox.question() as lease:
+        list(lease.run("answer = {'total': 3.5, 'ids': (1, 2)}\nfig = __import__('threading')", {}))
+        assert lease.fetch("answer") == {"total": 3.5, "ids": (1, 2)}
+        with pytest.raises(SandboxError, match="cannot be brought back"):
+            lease.fetch("fig")
+        with pytest.raises(SandboxError, match="no variable named 'nothing_here'"):
+            lease.fetch("nothing_here")
 
 
 @pytest.mark.kernel
@@ -237,9 +265,9 @@ def test_unchanged_frame_is_not_resent(sandbox):
 @pytest.mark.kernel
 def test_non_frames_are_refused(sandbox):
     with pytest.raises(FrameError):
-        list(sandbox.run("pass", {"x": [1, 2, 3]}))
+        ask(sandbox, "pass", {"x": [1, 2, 3]})
     with pytest.raises(FrameError):
-        list(sandbox.run("pass", {"not a name": pd.DataFrame()}))
+        ask(sandbox, "pass", {"not a name": pd.DataFrame()})
 
 
 # --- isolation ---------------------------------------------------------------------------
@@ -383,20 +411,20 @@ def test_setns_into_parent_network_namespace_fails(sandbox):
 
 @pytest.mark.kernel
 def test_infinite_loop_is_stopped_by_the_time_limit(sandbox, short_timeout):
-    list(sandbox.run("survivor = 'still here'", {}))
-    pid = sandbox.status().pid
-    started = time.monotonic()
-    with pytest.raises(ExecutionTimeout, match="1.5 s limit"):
-        list(sandbox.run("while True:\n    pass", {}))
-    assert time.monotonic() - started < 6
-    # An interruptible loop keeps the child and its state.
-    assert sandbox.status().pid == pid
-    assert run_text(sandbox, "print(survivor)") == "still here\n"
+    with sandbox.question() as lease:
+        list(lease.run("survivor = 'still here'", {}))
+        pid = lease.wait().pid
+        started = time.monotonic()
+        with pytest.raises(ExecutionTimeout, match="1.5 s limit"):
+            list(lease.run("while True:\n    pass", {}, attempt=2))
+        assert time.monotonic() - started < 6
+        # An interruptible loop keeps the child and its state for the next attempt.
+        assert lease.wait().pid == pid
+        assert text_of(list(lease.run("print(survivor)", {}, attempt=3))) == "still here\n"
 
 
 @pytest.mark.kernel
 def test_ignored_interrupt_restarts_the_child(sandbox, short_timeout):
-    pid = sandbox.status().pid
     stubborn = (
         "import time\n"
         "while True:\n"
@@ -405,60 +433,68 @@ def test_ignored_interrupt_restarts_the_child(sandbox, short_timeout):
         "    except KeyboardInterrupt:\n"
         "        pass\n"
     )
-    with pytest.raises(ExecutionTimeout, match="restarted"):
-        list(sandbox.run(stubborn, {}))
-    assert run_text(sandbox, "print('fresh')") == "fresh\n"
-    assert sandbox.status().pid != pid
+    with sandbox.question() as lease:
+        pid = lease.wait().pid
+        with pytest.raises(ExecutionTimeout, match="restarted"):
+            list(lease.run(stubborn, {}))
+        assert text_of(list(lease.run("print('fresh')", {}, attempt=2))) == "fresh\n"
+        assert lease.wait().pid != pid
 
 
 @pytest.mark.kernel
 def test_memory_bomb_is_stopped_by_the_memory_limit(sandbox):
-    list(sandbox.run("before_the_bomb = 1", {}))
-    pid = sandbox.status().pid
     bomb = "hog = []\nwhile True:\n    hog.append(bytearray(128 * 2**20))\n"
-    with pytest.raises(ChildDied) as info:
-        list(sandbox.run(bomb, {}))
-    assert "ran out of memory" in info.value.message and "2.0 GiB" in info.value.message
-    # the parent is fine, and the next question runs on a fresh child
-    assert run_text(sandbox, "print('before_the_bomb' in globals())") == "False\n"
-    assert sandbox.status().pid != pid
+    with sandbox.question() as lease:
+        list(lease.run("before_the_bomb = 1", {}))
+        pid = lease.wait().pid
+        with pytest.raises(ChildDied) as info:
+            list(lease.run(bomb, {}, attempt=2))
+        assert "ran out of memory" in info.value.message and "2.0 GiB" in info.value.message
+        # the parent is fine, and the next attempt runs on a fresh child
+        again = list(lease.run("print('before_the_bomb' in globals())", {}, attempt=3))
+        assert text_of(again) == "False\n"
+        assert lease.wait().pid != pid
 
 
 @pytest.mark.kernel
 def test_killed_child_is_reported_and_replaced(sandbox):
-    run_text(sandbox, "print(1)")
-    pid = sandbox.status().pid
-    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
-    killer.start()
-    started = time.monotonic()
-    with pytest.raises(ChildDied, match="killed"):
-        list(sandbox.run("import time\ntime.sleep(30)", {}))
-    assert time.monotonic() - started < 5
-    assert run_text(sandbox, "print('replaced')") == "replaced\n"
-    assert sandbox.status().pid not in (None, pid)
+    with sandbox.question() as lease:
+        pid = lease.wait().pid
+        killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(ChildDied, match="killed"):
+            list(lease.run("import time\ntime.sleep(30)", {}))
+        assert time.monotonic() - started < 5
+        assert text_of(list(lease.run("print('replaced')", {}, attempt=2))) == "replaced\n"
+        assert lease.wait().pid != pid
 
 
 @pytest.mark.kernel
 def test_cancel_stops_the_run_and_keeps_the_child(sandbox):
-    list(sandbox.run("kept = 'yes'", {}))
-    pid = sandbox.status().pid
-    cancel = threading.Event()
-    threading.Timer(0.5, cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(Cancelled):
-        list(sandbox.run("import time\ntime.sleep(30)\nprint('too late')", {}, cancel=cancel))
-    assert time.monotonic() - started < 5
-    assert sandbox.status().pid == pid
-    assert run_text(sandbox, "print(kept)") == "yes\n"
+    with sandbox.question() as lease:
+        list(lease.run("kept = 'yes'", {}))
+        pid = lease.wait().pid
+        cancel = threading.Event()
+        threading.Timer(0.5, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(Cancelled):
+            list(lease.run("import time\ntime.sleep(30)\nprint('too late')", {}, cancel=cancel))
+        assert time.monotonic() - started < 5
+        assert lease.wait().pid == pid
+        assert text_of(list(lease.run("print(kept)", {}, attempt=2))) == "yes\n"
 
 
 @pytest.mark.kernel
 def test_status_and_restart(sandbox):
+    deadline = time.monotonic() + 30
+    while not sandbox.ready() and time.monotonic() < deadline:  # the next child is starting
+        time.sleep(0.05)
     status = sandbox.status()
     assert status.state == "idle" and status.pid and status.memory
     assert status.limits["memory"] == "2.0 GiB"
     assert "**Analysis kernel:** idle" in status._repr_markdown_()
-    list(sandbox.run("lost_on_restart = 1", {}))
+    ask(sandbox, "lost_on_restart = 1")
     sandbox.restart()
     assert sandbox.status().state in ("starting", "idle")
     assert run_text(sandbox, "print('lost_on_restart' in globals())") == "False\n"
@@ -487,8 +523,9 @@ def test_killed_parent_leaves_no_child_and_no_folders():
         "from dataagent_jupyter.config import DataAgent\n"
         "from dataagent_jupyter.sandbox import Sandbox\n"
         "box = Sandbox(DataAgent())\n"
-        "list(box.run('pass', {}))\n"
-        "child = box._pool.child\n"
+        "lease = box.lease()\n"
+        "list(lease.run('pass', {}))\n"
+        "child = lease.wait()\n"
         "print(child.pid, child.root, child.transfer_dirs[0], flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -578,21 +615,25 @@ def test_trim_traceback_drops_noise_and_keeps_the_end():
     assert "     10 c" not in text  # library frames keep only their marked line
 
 
-def test_forward_transfer_is_exact_and_deletes_the_file(tmp_path):
+def test_forward_transfer_is_exact_and_leaves_the_file_as_written(tmp_path):
     frame = mixed_frame()
     frame.attrs["source"] = "test"
     path = str(tmp_path / "f.pkl")
     size = write_pickled(frame, path)
     assert size == os.path.getsize(path)
     back = read_pickled(path)
-    assert not os.path.exists(path)
     pd.testing.assert_frame_equal(back, frame)
     assert back.attrs == {"source": "test"}
     big = pd.DataFrame(np.zeros((300_000, 4)))  # large enough to be mapped, not read
+    path = str(tmp_path / "big.pkl")
     write_pickled(big, path)
+    os.chmod(path, 0o400)  # as the frame store leaves it
+    written = Path(path).read_bytes()
     mapped = read_pickled(path)
     mapped.iloc[0, 0] = 1.0  # writable (copy-on-write mapping)
     assert big.iloc[0, 0] == 0.0 and mapped.iloc[0, 0] == 1.0
+    assert Path(path).read_bytes() == written  # the next reader gets what was written
+    assert read_pickled(path).iloc[0, 0] == 0.0
 
 
 def test_result_codec_refuses_dangerous_time_zones(tmp_path):

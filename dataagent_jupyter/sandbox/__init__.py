@@ -1,19 +1,23 @@
 """The child-kernel sandbox: where generated code runs, away from the user's kernel.
 
-:class:`Sandbox` is the one object the engine talks to. It keeps one child kernel per
-session (started early, in the background), sends it copies of the frames a question
-uses (once per version), runs code there, relays what it shows as ``Output`` events, and
-replaces the child when it dies. The pieces:
+:class:`Sandbox` is the one object the engine talks to. Each question (or agent run)
+leases a fresh child kernel (``with sandbox.question() as lease``), started ahead in the
+background; the child sees only the frames the question names (written once per version,
+linked read-only), runs the code, relays what it shows as ``Output`` events, and is
+thrown away after the answer, so no answer can touch a later one. The pieces:
 
 - :mod:`.launcher` - the child's first code: limits, capabilities, Landlock, then ipykernel;
 - :mod:`.limits` - configuration to rlimits, secret scrubbing, death messages (pure);
-- :mod:`.pool` - starting, replacing and stopping child kernels;
+- :mod:`.pool` - starting children ahead, handing them out, throwing them away;
+- :mod:`.frame_store` - frame files written once per version, linked into each child;
 - :mod:`.executor` - one run: messages to events, timeouts, cancel, death;
-- :mod:`.transfer` - frames in, results out, and the fingerprints that avoid resending.
+- :mod:`.transfer` - the child's side of frames in and results out (stdlib-only top);
+- :mod:`.untrusted` - the user's kernel's strict reading of what the child sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -29,12 +33,13 @@ from ..config import DataAgent
 from ..errors import Cancelled, FrameError, SandboxError
 from ..events import Output
 from .executor import RunOptions, execute
+from .frame_store import FrameStore
 from .limits import format_bytes, limits_from_config
-from .pool import Child, ChildPool, execute_quietly
-from .transfer import TransferError, write_pickled
+from .pool import Child, ChildPool, execute_quietly, write_owner
+from .transfer import TransferError
 from .untrusted import ResultLimits, import_value, is_cancelled, parse_reply
 
-__all__ = ["Sandbox", "SandboxStatus"]
+__all__ = ["Lease", "Sandbox", "SandboxStatus"]
 
 
 @dataclass(frozen=True)
@@ -69,37 +74,138 @@ class SandboxStatus:
 
 
 class Sandbox:
-    """Runs code in an isolated, resource-limited child kernel holding copies of frames."""
+    """Runs each question's code in a fresh, resource-limited child kernel.
+
+    ``with sandbox.question() as lease:`` gives one question (or one agent run) a child
+    that no earlier answer has touched; its fix attempts share it, and it is thrown away
+    when the block ends, with anything its code left running. The next child is started
+    ahead, so a question rarely waits for one.
+    """
 
     def __init__(self, config: DataAgent, *, session_id: str | None = None) -> None:
         self.config = config
         self.session_id = session_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        self._pool = ChildPool(config)
-        # One run or fetch at a time. A plain Lock, because a run is a generator that may
-        # be closed (and release it) from another thread.
-        self._lock = threading.Lock()
-        self._busy = False
-        self._bytes_sent = 0
+        self._store = FrameStore(owner=write_owner)
+        self._pool = ChildPool(config, frame_dirs=self._store.child_folders, release=self._release)
         self._charts = itertools.count(1)
-        self._finalizer = weakref.finalize(self, ChildPool.shutdown, self._pool)
+        self._finalizer = weakref.finalize(self, _shutdown, self._pool, self._store)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start_warm(self) -> None:
-        """Start the child in the background so the first run pays no start-up."""
+        """Start the first child in the background so the first question pays no start-up."""
         if self.config.warm_child:
-            self._pool.start_background()
+            self._pool.start_ahead()
+
+    def ready(self) -> bool:
+        """Is a fresh child up, so a question starting now does not wait for one?"""
+        child = self._pool.ready
+        return child is not None and child.is_alive()
 
     def restart(self) -> None:
-        """Replace the child with a fresh one (its variables are lost; frames are resent)."""
-        with self._lock:
-            self._pool.restart()
+        """Throw every child away (a question running now is stopped) and start afresh."""
+        self._pool.restart()
 
     def shutdown(self) -> None:
-        """Stop the child and delete its folders; idempotent (also runs at exit)."""
+        """Stop every child and delete the folders; idempotent (also runs at exit)."""
         self._finalizer()
 
-    # --- running code --------------------------------------------------------------------
+    def _release(self, child: Child) -> None:
+        self._store.release(child.frame_dirs)
+
+    # --- questions -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def question(self) -> Iterator[Lease]:
+        """A lease on one fresh child for one question or agent run (discarded after)."""
+        lease = self.lease()
+        try:
+            yield lease
+        finally:
+            lease.close()
+
+    def lease(self) -> Lease:
+        """The same as :meth:`question`, for callers that close it themselves."""
+        return Lease(self)
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def status(self) -> SandboxStatus:
+        """State, pid, memory use, limits and active protections (never blocks)."""
+        leased = [c for c in self._pool.leased if c.is_alive()]
+        child = leased[0] if leased else self._pool.ready
+        limits = limits_from_config(self.config).describe()
+        frames = tuple(self._store.names())
+        if child is None or child.closed:
+            state = "starting" if self._pool.starting else "not started"
+            last = self._pool.last  # every child gets the same protections: say them
+            return SandboxStatus(
+                state=state,
+                pid=None,
+                memory=None,
+                limits=limits,
+                protections=last.protections if last and state == "starting" else (),
+                problems=last.problems if last and state == "starting" else (),
+                frames=frames,
+                session_id=self.session_id,
+            )
+        alive = child.is_alive()
+        rss = child.usage()[0] if alive else None
+        state = ("busy" if leased else "idle") if alive else "dead"
+        return SandboxStatus(
+            state=state,
+            pid=child.pid,
+            memory=rss,
+            limits=limits,
+            protections=child.protections,
+            problems=child.problems,
+            frames=frames,
+            session_id=self.session_id,
+        )
+
+    def bytes_sent(self) -> int:
+        """Total bytes of frame files written for children since this sandbox was made."""
+        return self._store.bytes_written
+
+    def _save_png(self, data: bytes) -> str | None:
+        folder = Path(self.config.output_dir) / self.session_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"chart-{next(self._charts):03d}.png"
+            path.write_bytes(data)
+        except OSError:
+            return None  # a chart that cannot be saved is still shown
+        return str(path)
+
+
+class Lease:
+    """One question's child: runs its code attempts and fetches its result.
+
+    The child is taken from the pool at the first :meth:`run` (or :meth:`wait`), so a
+    question that never runs code costs none. If the child dies or hangs, the next
+    attempt gets another fresh one.
+    """
+
+    def __init__(self, box: Sandbox) -> None:
+        self._box = box
+        self._child: Child | None = None
+        self._loaded: dict[str, Any] = {}  # frames the child holds: name -> object
+
+    @property
+    def ready(self) -> bool:
+        """True when running now needs no wait for a child to start."""
+        child = self._child
+        return (child is not None and child.is_alive()) or self._box.ready()
+
+    def wait(self, cancel: threading.Event | None = None) -> Child:
+        """The lease's child, taken from the pool (waiting for it to start, if need be)."""
+        child = self._child
+        if child is None or not child.is_alive():
+            if child is not None:
+                self._box._pool.discard(child)
+            self._child, self._loaded = None, {}
+            self._child = child = self._box._pool.take(cancel)
+        return child
 
     def run(
         self,
@@ -109,61 +215,37 @@ class Sandbox:
         attempt: int = 1,
         cancel: threading.Event | None = None,
     ) -> Iterator[Output]:
-        """Send the frames that changed, run ``code``, yield its outputs as they arrive.
+        """Give the child the frames named, run ``code``, yield its outputs as they arrive.
 
         Raises ExecutionFailed (the code raised; its trimmed traceback is attached),
         ExecutionTimeout, ChildDied, Cancelled, FrameError (not a frame) or SandboxError.
         """
         _check_frames(frames)
-        with self._lock:
-            self._busy = True
-            try:
-                child = self._pool.get()
-                files, keep, sizes = self._send(child, frames)
-                tracker = child.tracker
-
-                def loaded() -> None:
-                    for name in files:
-                        tracker.remember(name, frames[name])
-                    self._bytes_sent += sum(sizes)
-
-                options = RunOptions(
-                    timeout=float(self.config.exec_timeout),
-                    attempt=attempt,
-                    cancel=cancel,
-                    save_png=self._save_png,
-                    discard=self._pool.discard,
-                    loaded=loaded,
-                )
-                try:
-                    yield from execute(
-                        child, code, options, files=files, keep=keep, forget=tracker.pop_expired()
-                    )
-                finally:
-                    for path in files.values():  # normally the child deleted them
-                        _unlink_quietly(path)
-            finally:
-                self._busy = False
-
-    def _send(
-        self, child: Child, frames: Mapping[str, Any]
-    ) -> tuple[dict[str, str], list[str], list[int]]:
+        child = self.wait(cancel)
         files: dict[str, str] = {}
         keep: list[str] = []
-        sizes: list[int] = []
-        try:
-            for name, obj in frames.items():
-                if child.tracker.is_current(name, obj):
-                    keep.append(name)
-                    continue
-                path, size = _write_frame(child, name, obj)
-                files[name] = path
-                sizes.append(size)
-        except BaseException:
-            for path in files.values():
-                _unlink_quietly(path)
-            raise
-        return files, keep, sizes
+        for name, obj in frames.items():
+            if self._loaded.get(name) is obj:
+                keep.append(name)
+                continue
+            files[name], _ = self._box._store.link(name, obj, child.frame_dirs)
+
+        def loaded() -> None:
+            for name in files:
+                self._loaded[name] = frames[name]
+
+        options = RunOptions(
+            timeout=float(self._box.config.exec_timeout),
+            attempt=attempt,
+            cancel=cancel,
+            save_png=self._box._save_png,
+            discard=self._box._pool.discard,
+            loaded=loaded,
+        )
+        unnamed = tuple(name for name in self._loaded if name not in frames)
+        for name in unnamed:
+            del self._loaded[name]
+        yield from execute(child, code, options, files=files, keep=keep, forget=list(unnamed))
 
     def fetch(self, name: str = "result", *, cancel: threading.Event | None = None) -> Any:
         """A copy of the child's variable ``name`` (a DataFrame stays a DataFrame).
@@ -175,15 +257,16 @@ class Sandbox:
         """
         if not name.isidentifier():
             raise SandboxError(f"{name!r} is not a variable name.")
-        child = self._pool.child
+        child = self._child
         if child is None or not child.is_alive():
             raise SandboxError(
                 f"There is no {name!r} to bring back: the analysis kernel holds nothing "
                 "yet (or was restarted).",
                 hint="Run the question with --run first.",
             )
-        timeout = float(self.config.exec_timeout)
-        limits = ResultLimits.from_sandbox(limits_from_config(self.config).file_size, timeout)
+        config = self._box.config
+        timeout = float(config.exec_timeout)
+        limits = ResultLimits.from_sandbox(limits_from_config(config).file_size, timeout)
         path = str(child.transfer_dirs[0] / f"out-{uuid.uuid4().hex}.arrow")
         expression = f"__import__('_dataagent_transfer').send_back(globals(), {name!r}, {path!r})"
         try:
@@ -207,8 +290,6 @@ class Sandbox:
         except TransferError as exc:
             raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
         except (TimeoutError, RuntimeError) as exc:
-            if not child.is_alive():
-                self._pool.discard(child)
             raise SandboxError(f"{name!r} could not be brought back: {exc}.") from None
         except Exception as exc:
             if not is_cancelled(exc):
@@ -217,44 +298,17 @@ class Sandbox:
         finally:
             _unlink_quietly(path)
 
-    # --- reporting -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Throw the child away (its process, threads and folders); idempotent."""
+        child, self._child = self._child, None
+        self._loaded = {}
+        if child is not None:
+            self._box._pool.discard(child)
 
-    def status(self) -> SandboxStatus:
-        """State, pid, memory use, limits and active protections (never blocks)."""
-        child = self._pool.child
-        limits = limits_from_config(self.config).describe()
-        if child is None or child.closed:
-            state = "starting" if self._pool.starting else "not started"
-            return SandboxStatus(
-                state=state, pid=None, memory=None, limits=limits, session_id=self.session_id
-            )
-        alive = child.is_alive()
-        rss = child.usage()[0] if alive else None
-        state = ("busy" if self._busy else "idle") if alive else "dead"
-        return SandboxStatus(
-            state=state,
-            pid=child.pid,
-            memory=rss,
-            limits=limits,
-            protections=child.protections,
-            problems=child.problems,
-            frames=tuple(child.tracker.names()),
-            session_id=self.session_id,
-        )
 
-    def bytes_sent(self) -> int:
-        """Total bytes of frame files written for the child since this sandbox was made."""
-        return self._bytes_sent
-
-    def _save_png(self, data: bytes) -> str | None:
-        folder = Path(self.config.output_dir) / self.session_id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"chart-{next(self._charts):03d}.png"
-            path.write_bytes(data)
-        except OSError:
-            return None  # a chart that cannot be saved is still shown
-        return str(path)
+def _shutdown(pool: ChildPool, store: FrameStore) -> None:
+    pool.shutdown()
+    store.close()
 
 
 def _check_frames(frames: Mapping[str, Any]) -> None:
@@ -265,40 +319,6 @@ def _check_frames(frames: Mapping[str, Any]) -> None:
             raise FrameError(f"{name!r} cannot be used as a variable name in the analysis.")
         if not isinstance(obj, pd.DataFrame | pd.Series):
             raise FrameError(f"{name!r} is a {type(obj).__name__}, not a DataFrame or Series.")
-
-
-def _write_frame(child: Child, name: str, obj: Any) -> tuple[str, int]:
-    """Write one frame into the first transfer folder with room for it."""
-    usage = obj.memory_usage(index=True, deep=False)  # an int for a Series
-    estimate = int(usage.sum() if hasattr(usage, "sum") else usage)
-    last_error: OSError | None = None
-    for folder in child.transfer_dirs:
-        try:
-            if os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize < estimate * 1.1:
-                continue
-        except OSError:
-            continue
-        path = str(folder / f"{name}-{uuid.uuid4().hex}.pkl")
-        try:
-            return path, write_pickled(obj, path)
-        except OSError as exc:  # full after all: try the next folder
-            last_error = exc
-            _unlink_quietly(path)
-        except (TypeError, ValueError, AttributeError, RecursionError) as exc:
-            # pickle refuses some cell values (open files, locks, lambdas, generators)
-            _unlink_quietly(path)
-            raise FrameError(
-                f"{name!r} holds a value that cannot be copied to the analysis kernel "
-                f"({type(exc).__name__}: {str(exc)[:200]}).",
-                hint="Drop or convert that column (e.g. df[col].astype(str)), or ask in "
-                "insert mode, which runs nothing in the sandbox.",
-            ) from None
-    raise SandboxError(
-        f"There is no room to copy {name!r} to the analysis kernel"
-        + (f" ({last_error.strerror})" if last_error else "")
-        + ".",
-        hint="Free some disk or /dev/shm space, or ask about a smaller frame.",
-    )
 
 
 def _unlink_quietly(path: str) -> None:

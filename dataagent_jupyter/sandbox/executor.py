@@ -165,8 +165,8 @@ def execute(
 ) -> Iterator[Output]:
     """Run ``code`` on ``child`` and yield its outputs as they arrive.
 
-    ``files`` maps names to frame files written for this run, ``keep`` names frames the
-    child already holds, ``forget`` frames it may release (see ``transfer.receive``).
+    ``files`` maps names to frame files linked for this run, ``keep`` names frames the
+    child already holds, ``forget`` frames it must let go (see ``transfer.receive``).
     Raises ExecutionFailed, ExecutionTimeout, ChildDied, Cancelled or SandboxError.
     """
     watch = _Watch(child, options)

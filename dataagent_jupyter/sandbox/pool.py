@@ -18,13 +18,15 @@ import json
 import logging
 import os
 import shutil
+import signal
 import site
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,6 @@ from jupyter_client.manager import KernelManager
 
 from ..errors import Cancelled, SandboxError
 from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
-from .sent_frames import SentFrames
 from .transfer import TransferError
 from .untrusted import parse_reply
 
@@ -135,7 +136,10 @@ class Child:
     limits: Limits
     protections: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
-    tracker: SentFrames = field(default_factory=SentFrames)
+    #: read-only folders where the frames of its question are linked (see frame_store)
+    frame_dirs: tuple[Path, ...] = ()
+    #: called once the process is gone, to release its frame folders
+    on_close: Callable[[Child], None] | None = None
     closed: bool = False
 
     def is_alive(self) -> bool:
@@ -168,12 +172,25 @@ class Child:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL the kernel and its process group (what its code forked), at once."""
+        process = getattr(self.km.provisioner, "process", None)
+        if process is None or process.poll() is not None:
+            return  # already reaped: its pid may belong to someone else by now
+        try:
+            if os.getpgid(self.pid) == self.pid:  # jupyter_client starts it in its own session
+                os.killpg(self.pid, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Kill the process and delete its folders (idempotent)."""
         if self.closed:
             return
         self.closed = True
-        self.tracker.forget()
+        self.kill()
         try:
             self.client.stop_channels()
         except Exception:
@@ -182,6 +199,11 @@ class Child:
             self.km.shutdown_kernel(now=True)
         except Exception:
             log.debug("shutdown_kernel failed", exc_info=True)
+        if self.on_close is not None:
+            try:
+                self.on_close(self)
+            except Exception:
+                log.debug("releasing the frame folders failed", exc_info=True)
         for path in (self.root, *self.transfer_dirs):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -198,6 +220,16 @@ def _process_started(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except Exception:
         return None
+
+
+def write_owner(root: Path, shm: Path | None) -> None:
+    """Record who owns ``root`` (and its /dev/shm twin), for :func:`sweep_stale`."""
+    owner = {
+        "pid": os.getpid(),
+        "started": _process_started(os.getpid()),
+        "shm": str(shm) if shm else None,
+    }
+    (root / _OWNER).write_text(json.dumps(owner))
 
 
 def sweep_stale() -> int:
@@ -226,8 +258,11 @@ def sweep_stale() -> int:
     return removed
 
 
-def start_child(config: Any, *, warm: bool = True) -> Child:
-    """Start a sandboxed child kernel and wait until it answers (blocking, ~1 s)."""
+def start_child(config: Any, *, warm: bool = True, frame_dirs: tuple[Path, ...] = ()) -> Child:
+    """Start a sandboxed child kernel and wait until it answers (blocking, ~1 s).
+
+    ``frame_dirs`` are folders it may read (only) for the frames of its question.
+    """
     if not _swept.is_set():
         _swept.set()
         sweep_stale()
@@ -240,12 +275,7 @@ def start_child(config: Any, *, warm: bool = True) -> Child:
     shm = _shm_dir()
     if shm:
         transfer_dirs.insert(0, Path(tempfile.mkdtemp(prefix="dataagent-", dir=shm)))
-    owner = {
-        "pid": os.getpid(),
-        "started": _process_started(os.getpid()),
-        "shm": str(transfer_dirs[0]) if shm else None,
-    }
-    (root / _OWNER).write_text(json.dumps(owner))
+    write_owner(root, transfer_dirs[0] if shm else None)
     connection_file = conn_dir / "kernel.json"
     log_path = root / "kernel.log"
 
@@ -256,6 +286,7 @@ def start_child(config: Any, *, warm: bool = True) -> Child:
             *_SYSTEM_READ,
             *(os.path.abspath(os.path.expanduser(p)) for p in config.sandbox_read_paths),
             str(connection_file),
+            *(str(p) for p in frame_dirs),
         ],
         "write": [str(work_dir)],
         "transfer": [str(p) for p in transfer_dirs],
@@ -311,6 +342,7 @@ def start_child(config: Any, *, warm: bool = True) -> Child:
             log_path=log_path,
             pid=_kernel_pid(km),
             limits=limits,
+            frame_dirs=frame_dirs,
         )
         try:
             client.wait_for_ready(timeout=_START_TIMEOUT)
@@ -428,19 +460,40 @@ def _parse_report(expressions: dict[str, Any]) -> tuple[tuple[str, ...], tuple[s
 
 
 class ChildPool:
-    """Keeps one child per session: started early in the background, replaced on death."""
+    """Hands out fresh children: one started ahead and ready, each used for one question.
 
-    def __init__(self, config: Any) -> None:
+    A child serves one lease (a question, or an agent run, with all its fix attempts) and
+    is then thrown away, which also ends any thread or process its code left running.
+    The next child is started as soon as one is taken, so a question rarely waits.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        frame_dirs: Callable[[], tuple[Path, ...]] = tuple,
+        release: Callable[[Child], None] | None = None,
+    ) -> None:
         self._config = config
+        self._frame_dirs = frame_dirs
+        self._release = release
         self._lock = threading.Lock()
-        self._child: Child | None = None
+        self._ready: Child | None = None
         self._future: concurrent.futures.Future[Child] | None = None
+        self._leased: set[Child] = set()
         self._closed = False
+        #: the child started last (for status while the next one starts)
+        self.last: Child | None = None
 
     @property
-    def child(self) -> Child | None:
-        """The current child, if one is running (it may be dead: check ``is_alive``)."""
-        return self._child
+    def ready(self) -> Child | None:
+        """The child waiting for the next question, if one is up (check ``is_alive``)."""
+        return self._ready
+
+    @property
+    def leased(self) -> list[Child]:
+        """Children serving a question now."""
+        with self._lock:
+            return list(self._leased)
 
     @property
     def starting(self) -> bool:
@@ -448,10 +501,10 @@ class ChildPool:
         future = self._future
         return future is not None and not future.done()
 
-    def start_background(self) -> None:
-        """Start a child in a background thread unless one is running or starting."""
+    def start_ahead(self) -> None:
+        """Start the next child in a background thread unless one is ready or starting."""
         with self._lock:
-            if self._closed or self._future is not None or self._child is not None:
+            if self._closed or self._future is not None or self._ready is not None:
                 return
             future: concurrent.futures.Future[Child] = concurrent.futures.Future()
             self._future = future
@@ -461,26 +514,30 @@ class ChildPool:
         thread.start()
 
     def _start_into(self, future: concurrent.futures.Future[Child]) -> None:
+        folders: tuple[Path, ...] = ()
         try:
-            child = start_child(self._config)
+            folders = self._frame_dirs()
+            child = start_child(self._config, frame_dirs=folders)
+            child.on_close = self._release
         except BaseException as exc:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
             with self._lock:
                 if self._future is future:
                     self._future = None
             future.set_exception(exc)
             return
         with self._lock:
-            if self._closed or self._future is not future:
-                stale = True
-            else:
-                stale = False
-                self._child, self._future = child, None
+            stale = self._closed or self._future is not future
+            if not stale:
+                self._ready, self._future, self.last = child, None, child
         if stale:
             child.close()
         future.set_result(child)
 
-    def get(self) -> Child:
-        """A live, ready child: the current one, the one being started, or a new one."""
+    def take(self, cancel: threading.Event | None = None) -> Child:
+        """A fresh, live child for one lease (waits for the one starting, if need be)."""
+        deadline = time.monotonic() + _START_TIMEOUT * 2
         while True:
             with self._lock:
                 if self._closed:
@@ -488,46 +545,64 @@ class ChildPool:
                         "The analysis sandbox was shut down.",
                         hint="Run %dataagent restart to start a new one.",
                     )
-                child, future = self._child, self._future
+                child, future = self._ready, self._future
+                if child is not None:
+                    self._ready = None
+                    if child.is_alive():
+                        self._leased.add(child)
             if child is not None:
                 if child.is_alive():
+                    if self._config.warm_child:
+                        self.start_ahead()
                     return child
-                self.discard(child)
+                self._close_later(child)
                 continue
             if future is None:
-                self.start_background()
+                self.start_ahead()
                 continue
             try:
-                future.result(timeout=_START_TIMEOUT * 2)
+                future.result(timeout=0.1)
             except concurrent.futures.TimeoutError:
-                raise SandboxError("The analysis kernel took too long to start.") from None
-            # loop: the started child is now current (unless a restart made it stale)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("Stopped while waiting for the analysis kernel.") from None
+                if time.monotonic() > deadline:
+                    raise SandboxError("The analysis kernel took too long to start.") from None
+            # loop: the started child is now ready (unless a restart made it stale)
 
-    def discard(self, child: Child, *, replace: bool = True) -> None:
-        """Close ``child`` (dead, hung or broken) and, by default, start its replacement."""
+    def discard(self, child: Child) -> None:
+        """Throw a used (or dead, hung, broken) child away, in the background."""
         with self._lock:
-            if self._child is child:
-                self._child = None
-        child.close()
-        if replace:
-            self.start_background()
+            self._leased.discard(child)
+            if self._ready is child:
+                self._ready = None
+        self._close_later(child)
+        if self._config.warm_child:
+            self.start_ahead()
+
+    def _close_later(self, child: Child) -> None:
+        # Killing and deleting folders takes tens of milliseconds: the answer is not
+        # kept waiting for it. The process is signalled at once, though.
+        child.kill()
+        threading.Thread(target=child.close, name="dataagent-sandbox-close", daemon=True).start()
 
     def restart(self) -> None:
-        """Throw the current child away and start a fresh one in the background."""
+        """Throw away every child (ready, starting, serving) and start a fresh one."""
         with self._lock:
-            child, self._child = self._child, None
+            children = [c for c in (self._ready, *self._leased) if c is not None]
+            self._ready, self._leased = None, set()
             self._future = None  # a start in flight is now stale and closes itself
-        if child is not None:
+        for child in children:
             child.close()
-        self.start_background()
+        self.start_ahead()
 
     def shutdown(self) -> None:
         """Stop everything; idempotent."""
         with self._lock:
             self._closed = True
-            child, self._child = self._child, None
+            children = [c for c in (self._ready, *self._leased) if c is not None]
+            self._ready, self._leased = None, set()
             self._future = None
-        if child is not None:
+        for child in children:
             child.close()
 
 

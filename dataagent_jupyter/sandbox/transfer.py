@@ -6,16 +6,20 @@ the package folder. Its top level imports the standard library only.
 
 **Parent → child (frames):** the parent is trusted, so the format is pickle protocol 5
 with the column buffers *out of band*: one file holds a small pickle stream followed by
-the raw, 64-byte-aligned buffers. The child maps the file copy-on-write
-(``MAP_PRIVATE``), unlinks it and unpickles with the buffers pointing into the mapping,
-so numeric columns are not copied a second time and stay writable; the memory goes back
-to the system when the frame is dropped. Pickle is pandas' own exact serialization, so
+the raw, 64-byte-aligned buffers, written once per frame version and shared by every
+later child (:mod:`.frame_store`). The child maps the file copy-on-write (``MAP_PRIVATE``,
+read-only descriptor) and unpickles with the buffers pointing into the mapping, so
+numeric columns are not copied a second time and stay writable, while the file stays as
+the parent wrote it. Pickle is pandas' own exact serialization, so
 every dtype survives (categoricals, tz-aware datetimes, nullable ints, MultiIndex on
 either axis, object columns holding anything picklable, ``attrs``). Measured on the
 development machine (2 cores, /dev/shm) for a 1 GB float frame: in-band pickle 0.32 GB/s
 end to end, Arrow IPC (written, then read and converted) 0.9 GB/s, Arrow read zero-copy
 from a mapping is instant but gives read-only arrays that pandas 3 refuses to write to;
-out-of-band pickle plus a private mapping 2.5 GB/s, bounded by tmpfs page allocation.
+out-of-band pickle plus a private mapping 2.5 GB/s, bounded by tmpfs page allocation;
+and a version already written costs the next child only a hard link and a mapping.
+Arrow files mapped read-only were the alternative weighed for sharing: they would need
+a second format for the columns Arrow cannot hold and give read-only arrays.
 
 **Child → parent (``fetch``):** this module only *writes* results (child side); the
 user's kernel reads them with :mod:`.untrusted`, which treats the file as hostile and
@@ -27,7 +31,7 @@ dates, decimals...); other Python values use the same tagged JSON. Anything else
 refused with a message naming its type. Helpers called from the parent return a
 :class:`Reply`, whose ``repr`` is JSON, so the parent never evaluates a Python literal.
 
-**Which frames the child already holds** is the parent's business alone: see
+**Which frame versions are already written** is the parent's business alone: see
 ``sent_frames.py`` (kept out of this file, which the child loads and which must stay
 standard-library-only at its top level).
 """
@@ -114,10 +118,12 @@ def write_pickled(obj: Any, path: str) -> int:
 
 
 def read_pickled(path: str) -> Any:
-    """Load a file written by :func:`write_pickled` and delete it (child side).
+    """Load a file written by :func:`write_pickled` (child side; the file is not changed).
 
-    Large files are mapped copy-on-write, so the unpickled arrays live in the file's pages
-    and stay writable without touching the file; the mapping outlives the unlink.
+    Large files are mapped copy-on-write (``MAP_PRIVATE``) from a read-only descriptor,
+    so the unpickled arrays live in the file's pages and stay writable, while every
+    write lands in this process's own copy of the page: the next child, mapping the same
+    file, sees it as the user's kernel wrote it.
     """
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -126,7 +132,6 @@ def read_pickled(path: str) -> Any:
         else:
             data = bytearray(size)
             fh.readinto(data)
-    os.unlink(path)
     view = memoryview(data)
     if bytes(view[:8]) != _MAGIC:
         raise TransferError("a frame file was damaged on its way to the analysis kernel")
@@ -143,7 +148,7 @@ def read_pickled(path: str) -> Any:
     return pickle.loads(stream, buffers=buffers)
 
 
-#: Child side: every frame as it arrived from the parent, by name.
+#: Child side: every frame of this child's question as it arrived from the parent, by name.
 _PRISTINE: dict[str, Any] = {}
 
 
@@ -155,16 +160,16 @@ def receive(
     forget: tuple[str, ...] = (),
     drop: tuple[str, ...] = (),
 ) -> None:
-    """Child side of a run's prelude: bind the user's frames afresh, forget stale names.
+    """Child side of a run's prelude: bind the question's frames afresh before each attempt.
 
-    ``files`` are frames that changed (or are new); ``keep`` are frames the child already
-    holds. Either way the name is bound to a fresh shallow copy of the frame *as the
-    parent sent it*, so a previous answer that edited or rebound ``df`` in the child does
-    not leak into the next question, and no bytes travel for it (with copy-on-write the
-    copy costs nothing until the code writes to it). ``forget`` releases frames the parent
-    no longer tracks.
+    ``files`` are frames new to this child; ``keep`` are frames it already holds (an
+    earlier fix attempt of the same question). Either way the name is bound to a fresh
+    shallow copy of the frame *as the parent sent it*, so an attempt that edited or
+    rebound ``df`` does not leak into the next attempt, and no bytes travel for it (with
+    copy-on-write the copy costs nothing until the code writes to it). ``forget`` names
+    frames this attempt no longer uses: they leave the namespace too.
     """
-    for name in drop:
+    for name in (*drop, *forget):
         namespace.pop(name, None)
     for name in forget:
         _PRISTINE.pop(name, None)
@@ -412,14 +417,11 @@ def export_value(value: Any, path: str) -> int:
             recipe["fields"].append([f"c{j}", how, dtype])
         if kind == "series":
             recipe["name"] = _encode(value.name)
-        flat = pd.DataFrame(
-            {
-                k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
-                for k, v in arrays.items()
-            },
-            index=pd.RangeIndex(len(frame)),
+        table = (
+            pa.Table.from_arrays([_to_arrow(v) for v in arrays.values()], names=list(arrays))
+            if arrays
+            else pa.table({"_": pa.nulls(len(frame))}).drop_columns(["_"])
         )
-        table = pa.Table.from_pandas(flat, preserve_index=False)
     elif isinstance(value, np.ndarray) and value.dtype.kind in "biufmM":
         recipe = {"kind": "ndarray", "shape": list(value.shape), "dtype": value.dtype.str}
         table = pa.table({"v": pa.array(np.ascontiguousarray(value).reshape(-1))})
@@ -438,6 +440,18 @@ def export_value(value: Any, path: str) -> int:
     with os.fdopen(fd, "wb") as fh, pa.ipc.new_stream(fh, table.schema) as writer:
         writer.write_table(table)
     return os.path.getsize(path)
+
+
+def _to_arrow(payload: Any) -> Any:
+    """One column as an Arrow array; plain numeric columns without a copy, NaN kept as NaN."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(payload, list):  # tagged JSON cells
+        return pa.array(payload, type=pa.large_string())
+    if isinstance(payload.dtype, np.dtype) and payload.dtype.kind in "iuf":
+        return pa.array(payload.to_numpy(), from_pandas=False)
+    return pa.array(payload, from_pandas=True)
 
 
 def _json_dtype(dtype: Any) -> Any:

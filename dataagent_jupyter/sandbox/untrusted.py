@@ -22,7 +22,6 @@ import base64
 import datetime as _dt
 import decimal
 import json
-import mmap
 import os
 import re
 import stat
@@ -131,7 +130,7 @@ class _CancelledImport(Exception):
     """Stop asked for while a value was being read (the caller turns it into Cancelled)."""
 
 
-def _read_private(path: str, max_bytes: int) -> mmap.mmap | bytearray:
+def _read_private(path: str, max_bytes: int) -> Any:
     """The file's bytes in private memory: never a mapping of the file the child can change.
 
     Never blocks on a FIFO nor follows a link the child planted; the file is removed.
@@ -150,10 +149,12 @@ def _read_private(path: str, max_bytes: int) -> mmap.mmap | bytearray:
             raise LimitExceeded(
                 f"the file is {_mib(size)}, over the {_mib(max_bytes)} limit on a result file"
             )
-        # Anonymous memory for large files: its pages are faulted in by the copy itself
-        # (a bytearray would be zero-filled first, a second pass over the memory).
-        data: Any = bytearray(size) if size < 1 << 20 else mmap.mmap(-1, size)
-        view, got = memoryview(data), 0
+        # numpy allocates large buffers aligned and advised for huge pages: reading into
+        # one runs several times faster than into a bytearray (fewer page faults).
+        import numpy as np
+
+        data: Any = np.empty(size, dtype=np.uint8)
+        view, got = memoryview(data).cast("B"), 0
         try:
             while got < size:
                 n = os.readv(fd, [view[got:]])
@@ -611,6 +612,7 @@ def _with_freq(index: Any, freq: str) -> Any:
 
 
 def _from_arrow(chunked: Any, dtype_text: Any, memory: Any = None) -> Any:
+    import numpy as np
     import pandas as pd
 
     dtype = _restore_dtype(dtype_text)
@@ -625,7 +627,12 @@ def _from_arrow(chunked: Any, dtype_text: Any, memory: Any = None) -> Any:
     series = chunked.to_pandas()
     if isinstance(dtype, pd.CategoricalDtype):
         return series.astype(dtype) if series.dtype != dtype else series
-    return series if series.dtype == dtype else _astype(series, dtype_text)
+    series = series if series.dtype == dtype else _astype(series, dtype_text)
+    values = series.array
+    array = getattr(values, "_ndarray", None)
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        series = series.copy()  # Arrow's conversion can be read-only: the user may write
+    return series
 
 
 # --- dtypes, axes and tagged JSON ---------------------------------------------------------------
