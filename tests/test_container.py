@@ -216,8 +216,9 @@ from dataagent_jupyter.config import DataAgent
 from dataagent_jupyter.sandbox import Sandbox
 box = Sandbox(DataAgent(warm_child=False))
 try:
-    out = [o.data.get("text/plain") for o in box.run("print(6 * 7)", {{}})]
-    st = box.status()
+    with box.question() as lease:
+        out = [o.data.get("text/plain") for o in lease.run("print(6 * 7)", {{}})]
+        st = box.status()
     print(json.dumps({{"out": out, "protections": list(st.protections),
                       "problems": list(st.problems), "status": st._repr_markdown_()}}))
 finally:
