@@ -265,6 +265,7 @@ def test_a_question_asked_before_a_fresh_child_is_up_waits_and_says_so(
 
     from dataagent_jupyter.config import DataAgent
     from dataagent_jupyter.events import Done, Output, Status
+    from dataagent_jupyter.options import AskOptions
     from dataagent_jupyter.session import Session
 
     server.script(code_answer("print('one')"), code_answer("print('two')"))
@@ -277,9 +278,10 @@ def test_a_question_asked_before_a_fresh_child_is_up_waits_and_says_so(
     )
     session = Session(config, {"df": pd.DataFrame({"a": [1]})}, notebook="waiting")
     try:
-        first = list(session.ask("one?", frames=["df"], mode="run", use_cache=False))
+        options = AskOptions(frames=("df",), mode="run", use_cache=False)
+        first = list(session.ask("one?", options))
         # asked at once: the child of the first answer is gone, the next one still starting
-        second = list(session.ask("two?", frames=["df"], mode="run", use_cache=False))
+        second = list(session.ask("two?", options))
     finally:
         session.close()
     for events, said in ((first, "one\n"), (second, "two\n")):
