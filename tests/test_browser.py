@@ -311,12 +311,18 @@ def test_busy_kernel_makes_the_panel_wait(page: Any, lab: LabServer) -> None:
     lab.new_notebook("busy.ipynb")
     open_notebook(page, lab, "busy.ipynb")
     page.locator(CELLS).last.locator(".cm-content").click()
+    # busy until the test says so: a fixed sleep races the panel's start on a loaded machine
+    go = lab.root / "busy.go"
     page.keyboard.insert_text(
-        "import time, pandas as pd\ntime.sleep(4)\nlate = pd.DataFrame({'a': [1]})"
+        "import os, time, pandas as pd\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    time.sleep(0.05)\n"
+        "late = pd.DataFrame({'a': [1]})"
     )
     page.keyboard.press("Shift+Enter")
     panel = open_panel(page)
     expect(panel.locator(".jp-DataAgent-notice")).to_contain_text("Kernel busy")
+    go.write_text("")
     expect(panel.locator(".jp-DataAgent-frame[data-frame='late']")).to_be_visible(timeout=30000)
     expect(panel.locator(".jp-DataAgent-notice")).to_be_hidden()
 
