@@ -77,7 +77,7 @@ def summarize(
         "latency_median": round(statistics.median(seconds), 3) if seconds else None,
         "latency_p95": round(_nearest_rank(seconds, 95), 3) if seconds else None,
         "fix_attempts": sum(r.fix_attempts for r in results),
-        "questions_fixed": sum(1 for r in results if r.fix_attempts),
+        "questions_with_fixes": sum(1 for r in results if r.fix_attempts),
         "misses": {k: misses[k] for k in REASONS if k in misses},
     }
 
@@ -187,7 +187,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"| estimated cost | {_cost(s)} |",
         f"| latency median / p95 | {_seconds(s['latency_median'])} / "
         f"{_seconds(s['latency_p95'])} |",
-        f"| fix attempts (questions fixed) | {s['fix_attempts']} ({s['questions_fixed']}) |",
+        f"| fix attempts (questions that needed one) | {s['fix_attempts']} "
+        f"({s['questions_with_fixes']}) |",
         "",
         "## By level",
         "",
