@@ -1,12 +1,12 @@
-"""Answering questions the way ``%%ask --run`` does, one sandbox child per worker.
+"""Answering questions the way ``%%ask --run`` does, one sandbox per worker.
 
 Each worker owns a :class:`~dataagent_jupyter.session.Session` with its own namespace,
-history folder and sandbox child, so ``--jobs N`` asks N questions at once without them
-seeing each other. A question's table is read with the package's loader and bound as
-``df``; the session describes it, asks the model, runs the code in the child and fixes it
-when it raises: the same pipeline, events and limits as in a notebook. Between questions
-the conversation is reset and the child replaced (the next one starts while the model is
-asked), so no question sees what an earlier one left behind.
+history folder and sandbox, so ``--jobs N`` asks N questions at once without them seeing
+each other. A question's table is read with the package's loader and bound as ``df``; the
+session describes it, asks the model, runs the code in a sandbox child and fixes it when
+it raises: the same pipeline, events and limits as in a notebook. The sandbox gives every
+question a fresh child (started ahead) and the conversation is reset between questions,
+so no question sees what an earlier one left behind.
 """
 
 from __future__ import annotations
@@ -239,8 +239,7 @@ class Worker:
                     final = event
         finally:
             stop.forget(cancel)
-        seconds = time.perf_counter() - started  # what a user waits; the restart is not
-        self.session.sandbox.restart()  # a clean child for the next question, started now
+        seconds = time.perf_counter() - started
         after = self.session.metrics.snapshot()
         spent = (after.tokens_in - before.tokens_in, after.tokens_out - before.tokens_out)
         if isinstance(final, Failed) and isinstance(final.error, FATAL):
