@@ -246,10 +246,14 @@ class Worker:
             raise Stopped(final.error)
         if stop.requested:
             return None
-        last = max((o.attempt for o in outputs), default=1)
-        text = visible_text(o for o in outputs if o.attempt == last)
-        if isinstance(final, Done) and self.settings.mode == "agent":
-            text = f"{text}\n{final.explanation}"  # an agent may state its answer in words
+        if self.settings.mode == "agent":
+            # An agent works in steps and sums up in words: every step's output counts,
+            # the summary last (a name answered twice keeps its last value).
+            summary = final.explanation if isinstance(final, Done) else ""
+            text = f"{visible_text(outputs)}\n{summary}"
+        else:  # run mode: what the version that finally ran printed, not failed attempts
+            last = max((o.attempt for o in outputs), default=1)
+            text = visible_text(o for o in outputs if o.attempt == last)
         base = Result.of(
             question,
             tokens_in=spent[0],
