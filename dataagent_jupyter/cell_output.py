@@ -5,6 +5,8 @@ the streamed answer (Markdown). Outputs of a run are displayed in order as they 
 through the display system, so they render the same in JupyterLab, Notebook 7, VS Code
 and a terminal. :func:`render_events` drives a whole question into the cell and proposes
 the next cell (:func:`cell_text`); the chat widget proposes cells in the same words.
+Model text and anything else not written by the user is shown through ``sanitize``
+(cleaned HTML, never raw ``text/markdown``): JupyterLab trusts cell output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from IPython.display import DisplayHandle, display
 
 from . import errors
 from .events import CodeProposed, Delta, Done, Event, Failed, Mode, Output, RunFailed, Status
+from .sanitize import clean_output, markdown_bundle, markdown_html
 
 #: seconds between two redraws of the streamed answer (the stream may be 100s of chunks)
 REDRAW = 0.12
@@ -46,7 +49,7 @@ def highlight(code: str) -> str:
 
 def show_markdown(md: str) -> None:
     """Display Markdown that also reads well where only text/plain renders (terminals)."""
-    display({"text/markdown": md, "text/plain": md}, raw=True)
+    display(markdown_bundle(md), raw=True)
 
 
 def show_rich(obj: Any) -> None:
@@ -63,7 +66,7 @@ def show_rich(obj: Any) -> None:
             if value:
                 bundle[mime] = value
     bundle["text/plain"] = bundle.get("text/markdown") or repr(obj)
-    display(bundle, raw=True)
+    display(clean_output(bundle)[0], raw=True)
 
 
 def status_bundle(text: str, *, tone: str = "busy") -> dict[str, str]:
@@ -149,12 +152,10 @@ class CellOutput:
         elif isinstance(event, RunFailed):
             what = "asking the model to fix it" if event.will_retry else "no attempts left"
             display(
-                {
-                    "text/markdown": f"**Attempt {event.attempt} failed:** "
-                    f"`{event.ename}: {_one_line(event.evalue)}` — {what}.",
-                    "text/plain": f"Attempt {event.attempt} failed: {event.ename}: "
-                    f"{event.evalue} ({what})",
-                },
+                markdown_bundle(
+                    f"**Attempt {event.attempt} failed:** "
+                    f"`{event.ename}: {_one_line(event.evalue)}` — {what}."
+                ),
                 raw=True,
             )
         elif isinstance(event, Done):
@@ -182,14 +183,14 @@ class CellOutput:
     def _new_answer(self, attempt: int) -> None:
         self._answer_attempt = attempt
         self._buffer = ""
-        self._answer = display({"text/markdown": "", "text/plain": ""}, raw=True, display_id=True)
+        self._answer = display(markdown_bundle(""), raw=True, display_id=True)
 
     def _draw_answer(self, *, force: bool = False) -> None:
         now = time.perf_counter()
         if self._answer is None or (not force and now - self._last_draw < REDRAW):
             return
         self._last_draw = now
-        self._answer.update({"text/markdown": self._buffer, "text/plain": self._buffer}, raw=True)
+        self._answer.update(markdown_bundle(self._buffer), raw=True)
         self._draw_status()
 
     def _finish_answer(self, event: CodeProposed) -> None:
@@ -203,11 +204,11 @@ class CellOutput:
             notes = "; ".join(event.warnings)
             md += f"\n\n> ⚠️ Review: this code {notes}."
             plain += f"\n\nReview: this code {notes}."
-        bundle: dict[str, Any] = {"text/markdown": md, "text/plain": plain}
+        bundle: dict[str, Any] = {**markdown_bundle(md), "text/plain": plain}
         if self.show_code:
             summary = f"Code (attempt {event.attempt})" if event.attempt > 1 else "Code"
             bundle["text/html"] = (
-                f"<div>{_markdown_to_html(md)}</div><details><summary>{summary}"
+                f"<div>{markdown_html(md)}</div><details><summary>{summary}"
                 f"</summary>{highlight(event.code)}</details>"
             )
             bundle["text/plain"] = plain + "\n\n" + event.code
@@ -253,13 +254,3 @@ class CellOutput:
 def _one_line(text: str, limit: int = 200) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _markdown_to_html(md: str) -> str:
-    """Minimal, safe Markdown for the HTML bundle: escaped text with paragraphs and code."""
-    import re
-
-    out = html.escape(md)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
-    return "".join(f"<p>{p}</p>" for p in out.split("\n\n") if p.strip())

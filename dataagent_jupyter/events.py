@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .errors import DataAgentError
+from .sanitize import clean_output
 
 #: what the engine is doing; front ends name each phase on their status line
 Phase = Literal["describing", "asking", "running", "fixing", "checking", "loading", "waiting"]
@@ -57,6 +58,9 @@ class Output:
     ``kind`` is ``stream`` (``text/plain`` only, ``name`` is stdout/stderr), ``display``
     (display_data), or ``result`` (the rich rendering of the variable ``result``).
     ``saved`` is the path a chart was also saved to, when it was.
+
+    The bundle comes from the child kernel, so it is untrusted: it is cleaned here, when
+    the event is made (``sanitize.clean_output``), and no front end ever sees it raw.
     """
 
     kind: Literal["stream", "display", "result"]
@@ -65,6 +69,11 @@ class Output:
     name: str = ""
     attempt: int = 1
     saved: str | None = None
+
+    def __post_init__(self) -> None:
+        data, metadata = clean_output(self.data, self.metadata)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "metadata", metadata)
 
 
 @dataclass(frozen=True)

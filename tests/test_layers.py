@@ -7,7 +7,7 @@ The layers (docs/architecture.md), top to bottom::
     cell_output, frontend                   rendering into a cell; asking for a cell
     session, prompts, code, options, background, agent
     llm, frames, sandbox, store, loaders
-    events, errors, config, tokens
+    events, errors, config, tokens, sanitize
 
 Every ``import`` in the package is read (also those inside functions and under
 ``TYPE_CHECKING``: a lazy import is still a dependency). A new module must be given a
@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "config": 0,
     "tokens": 0,
+    "sanitize": 0,
     "llm": 1,
     "frames": 1,
     "sandbox": 1,

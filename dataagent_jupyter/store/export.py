@@ -1,7 +1,9 @@
 """``%dataagent export PATH``: a conversation as Markdown to read, or as a notebook to run.
 
 The notebook form puts each question in a markdown cell and its code in a code cell below,
-so a conversation becomes an ordinary, reviewable analysis notebook.
+so a conversation becomes an ordinary, reviewable analysis notebook. The model's answers
+and the error messages are untrusted: they are written through
+``sanitize.markdown_source``, so they stay Markdown but carry no raw HTML or script links.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import DataAgentError, StoreError, UsageError
+from ..sanitize import markdown_source
 from .history import Turn
 
 _FORMATS = (".md", ".ipynb")
@@ -75,12 +78,12 @@ def _markdown(turns: list[Turn]) -> str:
             "",
         ]
         if turn.answer.strip():
-            out += [turn.answer.strip(), ""]
+            out += [markdown_source(turn.answer.strip()), ""]
         if turn.code.strip():
             fence = _fence(turn.code)
             out += [f"{fence}python", turn.code.rstrip(), fence, ""]
         if turn.error:
-            out += [f"**Failed:** {turn.error}", ""]
+            out += [f"**Failed:** {markdown_source(turn.error)}", ""]
         out += [_footer(turn), ""]
     return "\n".join(out)
 
@@ -99,13 +102,15 @@ def _notebook(turns: list[Turn]) -> str:
     for turn in turns:
         text = [f"**Question:** {turn.question.strip()}"]
         if turn.answer.strip():
-            text.append(turn.answer.strip())
+            text.append(markdown_source(turn.answer.strip()))
         text.append(_footer(turn))
         cells.append(v4.new_markdown_cell("\n\n".join(text)))
         if turn.code.strip():
             cells.append(v4.new_code_cell(turn.code.rstrip()))
         if turn.error:
-            cells.append(v4.new_markdown_cell(f"**This code failed:** {turn.error}"))
+            cells.append(
+                v4.new_markdown_cell(f"**This code failed:** {markdown_source(turn.error)}")
+            )
     nb = v4.new_notebook(
         cells=cells,
         metadata={

@@ -437,4 +437,5 @@ def _short(text: str, width: int) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+    # questions and outcomes quote data and model text: no markup, no broken table
+    return "".join("\\" + ch if ch in "\\`*_[]<>|" else ch for ch in text)

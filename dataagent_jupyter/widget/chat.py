@@ -359,6 +359,8 @@ class ChatWidget(widgets.VBox):
                 render = getattr(loaded, method, None)
                 if render is not None:
                     data[mime] = render()
+            # as in %%ask: the Markdown reads better than the repr where HTML is not shown
+            data["text/plain"] = data.get("text/markdown") or data["text/plain"]
             summary = widgets.Output()
             summary.add_class("dataagent-chat-loaded")
             summary.outputs = (bundle_output(data),)

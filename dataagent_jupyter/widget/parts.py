@@ -1,9 +1,10 @@
 """Small building blocks of the chat widget: outputs, boxes and the messages' HTML.
 
-Answers are Markdown in ``Output`` widgets: setting an ``Output``'s ``outputs`` to a
-``text/markdown`` bundle works from any thread and renders with the front end's own
-Markdown and code highlighting. Text the user typed goes through ``html.escape``; model
-text only ever reaches the page as Markdown the front end renders.
+Answers go in ``Output`` widgets: setting an ``Output``'s ``outputs`` works from any
+thread. The front end trusts an ``Output`` widget's content, so model text reaches it only
+as HTML made by ``sanitize.markdown_bundle``, and every other bundle passes
+``sanitize.clean_output`` (:func:`markdown_output`, :func:`bundle_output`: the one way
+in). Text the user typed goes through ``html.escape``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,18 @@ import ipywidgets as widgets
 
 from .. import errors
 from ..frames import FrameInfo
+from ..sanitize import clean_output, markdown_bundle
 
 
 def markdown_output(text: str) -> dict[str, Any]:
-    """An output (for ``Output.outputs``) that the front end renders as Markdown."""
-    return {
-        "output_type": "display_data",
-        "data": {"text/markdown": text, "text/plain": text},
-        "metadata": {},
-    }
+    """An output (for ``Output.outputs``) showing untrusted Markdown as cleaned HTML."""
+    return {"output_type": "display_data", "data": markdown_bundle(text), "metadata": {}}
 
 
 def bundle_output(data: dict[str, Any], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A MIME bundle as an ``Output`` output (copied: the caller's dicts stay its own)."""
-    return {"output_type": "display_data", "data": dict(data), "metadata": dict(metadata or {})}
+    """A MIME bundle as an ``Output`` output, cleaned (new dicts: the caller's stay its own)."""
+    clean, meta = clean_output(data, metadata)
+    return {"output_type": "display_data", "data": clean, "metadata": meta}
 
 
 def fenced(code: str, language: str = "python") -> str:
