@@ -122,8 +122,8 @@ def test_fix_loop_shows_both_attempts_and_the_right_answer(
     assert ex.ok, ex.error
     fix_request = server.chat_requests()[-1].messages
     assert "KeyError" in fix_request[-1]["content"] and "revenu" in fix_request[-1]["content"]
-    assert any("Attempt 1 failed" in m and "KeyError" in m for m in ex.data("text/markdown"))
-    assert any("Attempt 2" in m and "Fixed the name." in m for m in ex.data("text/markdown"))
+    assert any("Attempt 1 failed" in m and "KeyError" in m for m in ex.data("text/html"))
+    assert any("Attempt 2" in m and "Fixed the name." in m for m in ex.data("text/html"))
     assert any("65.5" in x for x in ex.data("text/plain"))
     assert "2 attempts" in [x for x in ex.data("text/plain") if x.startswith("✓")][-1]
 

@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import ipywidgets
 import pandas as pd
 import pytest
+from hostile import markdown_payload, problems
 from kernel_helpers import Kernel
 from llm_server import LLMServer, Reply, code_answer
-from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until
+from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until, walk
 
 from dataagent_jupyter.widget import FALLBACK_INSERT, ChatWidget, close_all, fenced
 from dataagent_jupyter.widget import insert as widget_module
@@ -69,6 +71,24 @@ def test_answer_renders_markdown_with_code_and_actions(chat: ChatWidget, llm_env
     assert not state["send_disabled"] and state["stop_disabled"]
     request = llm_env.chat_requests()[0]
     assert request.messages[-1]["content"].rstrip().endswith("Question: which region sells most?")
+
+
+def test_model_text_reaches_the_widget_only_as_cleaned_html(chat: ChatWidget, llm_env) -> None:
+    llm_env.script(code_answer(CODE, markdown_payload("widget")))
+    chat.ask("who leads?")
+    _wait_idle(chat)
+    bundles = [
+        out["data"]
+        for part in walk(chat.messages)
+        if isinstance(part, ipywidgets.Output)
+        for out in part.outputs
+        if "data" in out
+    ]
+    assert bundles and not [b for b in bundles if "text/markdown" in b]
+    answer = next(b["text/html"] for b in bundles if "Bold" in b.get("text/html", ""))
+    assert problems(answer) == []
+    assert "<strong>Bold</strong>" in answer and 'href="https://pandas.pydata.org/docs/"' in answer
+    assert "sort_values" in answer  # the code, highlighted in the same HTML
 
 
 def test_shares_the_session_with_the_magics(ip, chat: ChatWidget, llm_env) -> None:

@@ -140,6 +140,76 @@ describe('TurnView', () => {
     view.dispose();
   });
 
+  it('keeps the hostile payloads of issue 9 inert', async () => {
+    // each payload would set window.__pwned and write a file through the contents API
+    const js =
+      "window.__pwned=1;fetch('/api/contents/pwned.txt',{method:'PUT',body:'{}'})";
+    const img = `<img src="x" onerror="${js}">`;
+    const html =
+      `${img}<script>${js}</script>` +
+      `<svg><animate onbegin="${js}" attributeName="x" dur="1s"/></svg>` +
+      `<details open ontoggle="${js}"><summary>s</summary>d</details>` +
+      `<iframe srcdoc="&lt;script&gt;parent.${js}&lt;/script&gt;"></iframe>` +
+      `<input autofocus onfocus="${js}"><object data="javascript:${js}"></object>` +
+      `<embed src="javascript:${js}"><form action="javascript:${js}"><button>go</button></form>` +
+      `<a href="javascript:${js}">link</a><a href=" java&#x09;script:${js}">spaced</a>`;
+    const svg =
+      `<svg xmlns="http://www.w3.org/2000/svg" onload="${js}"><script>${js}</script>` +
+      `<a href="javascript:${js}"><rect width="4" height="4"/></a></svg>`;
+    const markdown =
+      `**Bold** ${img} [bad](javascript:${js}) ` +
+      `<details open ontoggle="${js}">x</details>`;
+    const frame =
+      '<table class="dataframe"><thead><tr><th></th>' +
+      `<th>&lt;img src=x onerror=${js}&gt;</th></tr></thead>` +
+      `<tbody><tr><th>0</th><td>&lt;img src=x onerror=${js}&gt;</td></tr></tbody></table>`;
+    const output = (data: Record<string, string>): AgentEvent => ({
+      type: 'Output',
+      kind: 'display',
+      data,
+      metadata: {},
+      name: '',
+      attempt: 1,
+      saved: null
+    });
+    const turn = play(newTurn('1', 'ask', 'show', 'run'), [
+      { type: 'Delta', text: `Here you go. ${markdown}`, attempt: 1 },
+      output({ 'text/html': html, 'text/plain': 'html' }),
+      output({ 'image/svg+xml': svg, 'text/plain': 'svg' }),
+      output({ 'text/markdown': markdown, 'text/plain': 'md' }),
+      output({ 'application/javascript': js, 'text/plain': 'js' }),
+      output({ 'text/html': frame, 'text/plain': 'frame' })
+    ]);
+    const view = new TurnView(turn, registry(), actions());
+    document.body.appendChild(view.node);
+    await settle();
+    const all = Array.from(view.node.querySelectorAll('*'));
+    const handlers = all.flatMap(el =>
+      Array.from(el.attributes)
+        .filter(a => a.name.startsWith('on') || a.name === 'srcdoc')
+        .map(a => `${el.tagName}[${a.name}]`)
+    );
+    expect(handlers).toEqual([]);
+    // JupyterLab's sanitizer keeps forms and inputs, inert: no action, inputs disabled
+    const active = view.node.querySelectorAll(
+      'script, iframe, object, embed, svg, animate, form[action], input:not([disabled])'
+    );
+    expect(Array.from(active).map(el => el.tagName)).toEqual([]);
+    const links = Array.from(view.node.querySelectorAll('a[href]')).map(a =>
+      (a.getAttribute('href') ?? '').replace(/[\s\u0000-\u001f]/g, '').toLowerCase()
+    );
+    expect(links.filter(href => href.startsWith('javascript:'))).toEqual([]);
+    // what is meant to be seen is still there: the answer, the table with the name as text
+    expect(view.node.querySelector('.jp-DataAgent-markdown')?.textContent).toContain(
+      'Here you go.'
+    );
+    const cells = Array.from(view.node.querySelectorAll('.jp-DataAgent-output td'));
+    expect(cells.map(td => td.textContent)).toContain(`<img src=x onerror=${js}>`);
+    expect(view.node.textContent).toContain('js'); // the script output only as its text
+    expect((window as unknown as { __pwned?: number }).__pwned).toBeUndefined();
+    view.dispose();
+  });
+
   it('shows an error with its hint as text', () => {
     const turn = applyEvent(newTurn('1', 'ask', 'q', 'insert'), {
       type: 'Failed',
