@@ -1,6 +1,6 @@
 """The trust boundary: child output and model text are shown only as safe, cleaned content.
 
-Payloads are real attacks (tests/hostile.py); the DataFrames and charts are the real
+Payloads are real attacks (tests/markup_payloads.py); the DataFrames and charts are the real
 bundles IPython's display system makes for them, so the tests show both that the attacks
 are gone and that what users want to see still renders.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hostile import cell_payload, html_payload, markdown_payload, problems, svg_payload
 from IPython.core.formatters import DisplayFormatter
 from IPython.display import HTML, SVG, Javascript, Markdown
 from kernel_helpers import Kernel
 from llm_server import LLMServer, code_answer
 from markdown_it import MarkdownIt
+from markup_payloads import cell_payload, html_payload, markdown_payload, problems, svg_payload
 
 from dataagent_jupyter.events import Output
 from dataagent_jupyter.sanitize import (

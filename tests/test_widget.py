@@ -16,9 +16,9 @@ from typing import Any
 import ipywidgets
 import pandas as pd
 import pytest
-from hostile import markdown_payload, problems
 from kernel_helpers import Kernel
 from llm_server import LLMServer, Reply, code_answer
+from markup_payloads import markdown_payload, problems
 from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until, walk
 
 from dataagent_jupyter.widget import FALLBACK_INSERT, ChatWidget, close_all, fenced
