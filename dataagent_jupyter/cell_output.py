@@ -14,13 +14,18 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.display import DisplayHandle, display
 
 from . import errors
 from .events import CodeProposed, Delta, Done, Event, Failed, Mode, Output, RunFailed, Status
+from .options import AskOptions
+from .provenance import announce_proposal, provenance
 from .sanitize import clean_output, markdown_bundle, markdown_html
+
+if TYPE_CHECKING:
+    from .session import Session
 
 #: seconds between two redraws of the streamed answer (the stream may be 100s of chunks)
 REDRAW = 0.12
@@ -107,6 +112,22 @@ def render_events(events: Iterable[Event], *, mode: Mode, shell: Any, question: 
                 shell.set_next_input(cell_text(question, code, failed=True), replace=False)
             raise event.error
     raise errors.DataAgentError("the question ended without an answer.")  # pragma: no cover
+
+
+def render_in_cell(
+    session: Session, shell: Any, question: str, options: AskOptions, events: Iterable[Event]
+) -> None:
+    """Render a turn into the running cell; a proposal also goes to the labextension.
+
+    The proposal is the ``set_next_input`` payload everywhere; with a cell id, the
+    labextension is told too, so it records the provenance and replaces this cell's
+    previous proposal instead of stacking a copy (``provenance.py``).
+    """
+    done = render_events(events, mode=options.mode or "insert", shell=shell, question=question)
+    if done.mode == "insert":
+        session.pending_cell = cell_text(question, done.code)
+        if options.cell_id is not None:
+            announce_proposal(options.cell_id, session.pending_cell, provenance(question, done))
 
 
 def cell_text(question: str, code: str, *, failed: bool = False) -> str:

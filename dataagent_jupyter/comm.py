@@ -22,6 +22,7 @@ from . import errors
 from ._version import __version__
 from .background import Stop, stream_in_background
 from .events import Event, Failed, event_to_json
+from .fixes import fix_question, nothing_to_fix
 from .options import AskOptions
 from .session import Session
 
@@ -115,6 +116,7 @@ class _Channel:
             "run": self._run,
             "cancel": self._cancel,
             "reset": self._reset,
+            "fix": self._fix,
         }.get(str(kind))
         try:
             if handler is None:
@@ -172,6 +174,17 @@ class _Channel:
         options = AskOptions(frames=_frame_names(data.get("frames")), mode=data.get("mode"))
         session = self.registration.session
         self._start(request_id, lambda cancel: session.ask(question, options, cancel=cancel))
+
+    def _fix(self, data: dict[str, Any]) -> None:
+        """The panel's "Fix with Data Agent": a fix turn, streamed like an answer."""
+        request_id = _request_id(data)
+        options = AskOptions(mode=data.get("mode"))
+        session = self.registration.session
+        failure = session.failures.last
+        if failure is None:
+            raise errors.UsageError(nothing_to_fix(session.failures))
+        fix = fix_question(failure, privacy=session.config.privacy, namespace=session.namespace)
+        self._start(request_id, lambda cancel: session.fix(fix, options, cancel=cancel))
 
     def _run(self, data: dict[str, Any]) -> None:
         request_id = _request_id(data)

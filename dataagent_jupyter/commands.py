@@ -18,8 +18,11 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import errors, store
 from ._version import __version__
-from .cell_output import show_markdown, show_rich
+from .cell_output import render_in_cell, show_markdown, show_rich
+from .fixes import fix_question, nothing_to_fix
+from .frontend import current_cell_id
 from .llm import endpoint_host
+from .options import AskOptions
 from .session import Session
 
 __all__ = ["COMMANDS", "Commands", "command_help", "command_table"]
@@ -71,6 +74,7 @@ class Commands:
             ),
             ("privacy", info["privacy"]),
             ("mode", info["mode"]),
+            ("house rules", info["house_rules"]),
         ]
         if self.config.replay:
             rows.append(("replay", self.config.replay))
@@ -124,7 +128,11 @@ class Commands:
         """Write the conversation as Markdown or a notebook."""
         history = self._require_history()
         conversation = self.session.conversation or ""
-        path = store.export_conversation(history.conversation(conversation), args.path)
+        # each cell's current turn, where the saved notebook has the cell
+        turns = store.in_notebook_order(
+            history.current_turns(conversation), store.notebook_cell_ids(self.session.notebook)
+        )
+        path = store.export_conversation(turns, args.path)
         show_markdown(f"Wrote the conversation to `{path}`.")
 
     @magic_arguments("dataagent reset")
@@ -165,6 +173,32 @@ class Commands:
             raise errors.UsageError("there is no proposed code to insert yet.")
         self.shell.set_next_input(self.session.pending_cell, replace=False)
 
+    @magic_arguments("dataagent fix")
+    @argument(
+        "--run",
+        dest="mode",
+        action="store_const",
+        const="run",
+        help="Run the corrected code in the sandboxed child kernel.",
+    )
+    @argument(
+        "--check",
+        action="store_true",
+        help="Run the corrected code in the child first and fix it again if it fails.",
+    )
+    def fix(self, args: argparse.Namespace) -> None:
+        """Propose a corrected version of the last cell, which failed."""
+        failure = self.session.failures.last
+        if failure is None:
+            show_markdown(nothing_to_fix(self.session.failures))
+            return
+        fix = fix_question(failure, privacy=self.config.privacy, namespace=self.shell.user_ns)
+        options = AskOptions(mode=args.mode, check=args.check, cell_id=current_cell_id()).resolve(
+            self.config
+        )
+        events = self.session.fix(fix, options)
+        render_in_cell(self.session, self.shell, fix.question, options, events)
+
     @magic_arguments("dataagent help")
     def help(self, args: argparse.Namespace) -> None:
         """This list."""
@@ -194,7 +228,9 @@ def _usage(name: str) -> str:
     optional = []
     for action in parser._actions:  # argparse's declared arguments, in order
         metavar = action.metavar or action.dest.upper()
-        if action.option_strings:
+        if action.option_strings and action.nargs == 0:  # a flag: --run
+            optional.append(f"[{action.option_strings[0]}]")
+        elif action.option_strings:
             optional.append(f"[{action.option_strings[0]} {metavar}]")
         elif action.nargs == "?":
             words.append(f"[{metavar}]")

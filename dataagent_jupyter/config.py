@@ -177,6 +177,11 @@ class DataAgent(Configurable):
     max_fix_attempts = Int(
         2, min=0, help="In run mode, times the model may repair code that raised (0 = never)."
     ).tag(config=True)
+    instructions = Unicode(
+        "",
+        help="House rules added to every prompt, e.g. 'amounts are in EUR thousands'. A "
+        "DATAAGENT.md in the kernel's working folder (or a parent up to home) is added too.",
+    ).tag(config=True)
 
     # --- agent mode ------------------------------------------------------------------
     agent_max_steps = Int(

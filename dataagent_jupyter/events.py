@@ -164,6 +164,8 @@ class Done:
     cells: tuple[ProposedCell, ...] = ()
     steps: int = 0
     ended_by: str | None = None
+    turn_id: str = ""  # names the turn in the history and in inserted cells' metadata
+    asked_at: float = 0.0  # when the question was asked (seconds since the epoch)
 
 
 @dataclass(frozen=True)

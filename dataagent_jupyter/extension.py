@@ -101,6 +101,7 @@ class Extension:
 
     def _after_cell(self, result: Any) -> None:
         self.session.tracker.update(self.shell.user_ns)
+        self.session.failures.after_cell(result)  # %dataagent fix reads the last failure
 
 
 def current(shell: Any | None = None) -> Extension:

@@ -46,13 +46,15 @@ def request_insert(
     cell_id: str | None,
     replace: bool = False,
     on_ack: Callable[[bool], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
     """Ask JupyterLab to insert ``code`` as a new cell below ``cell_id`` (or the active cell).
 
     ``replace=True`` replaces that cell's source instead. ``on_ack(ok)`` is called once: with
     the front end's answer, or ``False`` when it closes the comm without one (a front end
     that does not know the ``dataagent.frontend`` target, such as classic Notebook).
-    Nothing is called when no front end answers at all.
+    Nothing is called when no front end answers at all. ``provenance``
+    (``provenance.provenance``) goes into the new cell's metadata.
     """
     import comm as comm_package
 
@@ -80,6 +82,12 @@ def request_insert(
 
     channel.on_msg(on_msg)
     channel.on_close(lambda msg: finish(False))
-    channel.open(
-        data={"type": "insert_cell", "code": code, "cell_id": cell_id, "replace": bool(replace)}
-    )
+    data: dict[str, Any] = {
+        "type": "insert_cell",
+        "code": code,
+        "cell_id": cell_id,
+        "replace": bool(replace),
+    }
+    if provenance is not None:
+        data["provenance"] = provenance
+    channel.open(data=data)

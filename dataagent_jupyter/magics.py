@@ -19,8 +19,9 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import errors
-from .cell_output import cell_text, render_events
+from .cell_output import render_in_cell
 from .commands import Commands, command_help
+from .frontend import current_cell_id
 from .options import AskOptions
 from .session import Session
 
@@ -110,13 +111,11 @@ class DataAgentMagics(Magics):
             model=args.model,
             privacy=args.privacy,
             use_cache=not args.no_cache,
+            cell_id=current_cell_id(),  # a re-run of this cell replaces its turn
         ).resolve(self.session.config)
-        events = self.session.ask(question, options)
-        done = render_events(
-            events, mode=options.mode or "insert", shell=self.shell, question=question
+        render_in_cell(
+            self.session, self.shell, question, options, self.session.ask(question, options)
         )
-        if done.mode == "insert":
-            self.session.pending_cell = cell_text(question, done.code)
 
     @line_magic
     def dataagent(self, line: str) -> Any:

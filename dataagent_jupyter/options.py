@@ -48,6 +48,9 @@ class AskOptions:
     check: bool = False
     #: run mode: bind the child's ``result`` in the user's namespace under this name
     into: str | None = None
+    #: the notebook cell asking (the ``cellId`` of the execute request): a re-run of the
+    #: cell replaces its turn, and only the turns before it are the follow-up context
+    cell_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.frames is not None:

@@ -43,8 +43,12 @@ def available_libraries() -> list[str]:
     return libs
 
 
-def system_prompt(names: Sequence[str], mode: Mode) -> str:
-    """The rules: which names exist, which libraries, the shape of an answer, ``result``."""
+def system_prompt(names: Sequence[str], mode: Mode, rules: str = "") -> str:
+    """The rules: which names exist, which libraries, the shape of an answer, ``result``.
+
+    ``rules`` are the user's house rules (``rules.py``); without any the prompt is the
+    same as it always was, so earlier cache entries and transcripts still match.
+    """
     where = (
         "The code will run in a separate, sandboxed Python kernel that holds copies of "
         "these variables; it has no network and cannot read the user's files. Each question "
@@ -54,6 +58,15 @@ def system_prompt(names: Sequence[str], mode: Mode) -> str:
         else "The code will be inserted as a new notebook cell for the user to review and run."
     )
     listed = ", ".join(names) if names else "(none were given)"
+    standing = (
+        [
+            "The user's standing instructions (house rules) follow; obey them unless the "
+            "question explicitly says otherwise:",
+            rules.strip(),
+        ]
+        if rules.strip()
+        else []
+    )
     return "\n".join(
         [
             "You are a careful data analyst writing Python in a Jupyter notebook.",
@@ -71,6 +84,7 @@ def system_prompt(names: Sequence[str], mode: Mode) -> str:
             "- For a chart, draw with matplotlib (`fig, ax = plt.subplots()`), give it a title and "
             "axis labels, and set `result` to the table or figure the chart shows.",
             "- Keep it short and readable; handle missing values explicitly; do not use input().",
+            *standing,
         ]
     )
 
@@ -103,10 +117,11 @@ def build_messages(
     mode: Mode,
     max_history_turns: int,
     history_budget_tokens: int,
+    rules: str = "",
 ) -> list[dict[str, str]]:
     """All messages for one question; earlier turns trimmed to the count and the budget."""
     names = [d.name for d in descriptions]
-    messages = [{"role": "system", "content": system_prompt(names, mode)}]
+    messages = [{"role": "system", "content": system_prompt(names, mode, rules)}]
     kept: list[list[dict[str, str]]] = []
     used = 0
     recent = list(history)[-max_history_turns:] if max_history_turns > 0 else []
@@ -149,3 +164,16 @@ def outcome_summary(
     if inserted:
         return "proposed as a notebook cell for the user to run"
     return f"ran ok; result = {value_repr[:200]}" if value_repr else "ran ok"
+
+
+def fix_cell_message(source: str, report: str) -> str:
+    """The question of ``%dataagent fix``: the user's failing cell and its error."""
+    return (
+        "This cell of mine failed:\n```python\n"
+        + source.strip()
+        + "\n```\n"
+        + report.strip()
+        + "\nStart with one sentence naming the cause. Then give the whole corrected cell in "
+        "one ```python block: keep what the cell was meant to do and change only what is "
+        "needed to fix it."
+    )

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import errors, store
@@ -46,6 +46,7 @@ from .events import (
     Status,
     Usage,
 )
+from .fixes import FailureWatcher, FixQuestion
 from .frames import (
     FrameInfo,
     FrameTracker,
@@ -64,6 +65,7 @@ from .prompts import (
     outcome_summary,
     retry_no_code_message,
 )
+from .rules import RULES_SHARE, HouseRules, load_rules
 from .tokens import estimate_message_tokens
 
 if TYPE_CHECKING:
@@ -79,10 +81,10 @@ HEARTBEAT = 1.0
 FRAMES_SHARE = 0.75
 
 
-#: what kind of turn is being answered (agent and fix turns will join this set)
-TurnKind = Literal["ask", "run"]
+#: what kind of turn is being answered (agent turns will join this set)
+TurnKind = Literal["ask", "run", "fix"]
 #: what the user calls each kind of turn in messages ("the question was interrupted")
-_NOUN: dict[str, str] = {"ask": "question", "run": "run"}
+_NOUN: dict[str, str] = {"ask": "question", "run": "run", "fix": "fix"}
 
 
 @dataclass
@@ -112,10 +114,26 @@ class TurnState:
     prompt_tokens: int = 0
     #: the fresh sandbox child of this turn (all its attempts); discarded when it ends
     lease: Lease | None = None
+    #: the notebook cell asking: a re-run replaces this cell's turn (None: appended)
+    cell: str | None = None
+    #: what the model is asked when it is not the question itself (a fix: the cell)
+    task: str | None = None
+    #: names the turn in the history and in the provenance of the cells it proposes
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    asked_at: float = field(default_factory=time.time)
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+
+@dataclass
+class _Remembered:
+    """One turn of the conversation as follow-ups and reopening front ends see it."""
+
+    cell: str | None
+    past: PastTurn | None  # None when the turn left no code to follow up on
+    shown: dict[str, Any]
 
 
 #: the work of one turn: yields its events and returns the final ``Done``; raising any
@@ -150,10 +168,12 @@ class Session:
         self.notebook = notebook or _notebook_id()
         self.id = uuid.uuid4().hex[:12]
         self.tracker = FrameTracker()
-        self.turns: list[PastTurn] = []
         #: the last proposed cell (question comment and code), for ``%dataagent insert``
         self.pending_cell: str | None = None
-        self._transcript: list[dict[str, Any]] = []
+        #: the user's last failing cell, for a fix (a post_run_cell hook keeps it)
+        self.failures = FailureWatcher()
+        # the conversation as it stands: a cell's turn is replaced where it stood on re-run
+        self._memory: list[_Remembered] = []
         self._history_dir: str | None = None  # the data_dir the open history belongs to
         self._restored = False  # earlier turns of this notebook were read back
         self._backend_factory: BackendFactory = backend_factory or self._configured_backend
@@ -196,6 +216,30 @@ class Session:
             question=question.strip(),
             mode=options.mode or configured_mode(self.config),
             model=options.model or self.config.model,
+            cell=options.cell_id,
+        )
+        return self.run_turn(turn, lambda t, stop: self._ask(t, options, stop), cancel=cancel)
+
+    def fix(
+        self,
+        fix: FixQuestion,
+        options: AskOptions | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Propose a corrected version of the user's failing cell (``%dataagent fix``).
+
+        A question like any other (same body, cache, history), whose prompt is the cell
+        and its error (``fix.task``) and whose frames are the ones the cell names.
+        """
+        options = replace(options or AskOptions(), frames=tuple(fix.frames) or None)
+        turn = TurnState(
+            kind="fix",
+            question=fix.question,
+            mode=options.mode or configured_mode(self.config),
+            model=options.model or self.config.model,
+            cell=options.cell_id,
+            task=fix.task,
         )
         return self.run_turn(turn, lambda t, stop: self._ask(t, options, stop), cancel=cancel)
 
@@ -262,6 +306,13 @@ class Session:
         names = [n for n in order if n in self.namespace and is_frame(self.namespace[n])]
         return [frame_info(n, self.namespace[n]) for n in names]
 
+    def house_rules(self) -> HouseRules:
+        """The house rules a question asked now would send (read afresh: the file may change)."""
+        return load_rules(
+            self.config.instructions,
+            budget_tokens=int(self.config.max_prompt_tokens * RULES_SHARE),
+        )
+
     def status_info(self) -> dict[str, Any]:
         """What a status line shows: never the key itself."""
         sandbox = None
@@ -278,17 +329,22 @@ class Session:
             "replay": self.config.replay,
             "record": self.config.record,
             "sandbox": sandbox,
+            "house_rules": self.house_rules().describe(),
         }
+
+    @property
+    def turns(self) -> list[PastTurn]:
+        """The turns a follow-up from a new question sees, oldest first."""
+        return [m.past for m in self._memory if m.past is not None]
 
     def transcript(self) -> list[dict[str, Any]]:
         """Earlier turns of this conversation, for a front end that (re)opens."""
         self._restore()
-        return list(self._transcript)
+        return [dict(m.shown) for m in self._memory]
 
     def reset(self) -> None:
         """Start a new conversation: follow-ups no longer see earlier turns (kept on record)."""
-        self.turns.clear()
-        self._transcript.clear()
+        self._memory.clear()
         history = self.history
         if history is not None:
             self._conversation = history.new_conversation(self.notebook)
@@ -322,17 +378,17 @@ class Session:
 
     def _restore(self) -> None:
         """After a kernel restart, bring back the follow-up context of this notebook."""
-        if self._restored or self.turns:
+        if self._restored or self._memory:
             return
         self._restored = True
         history, conversation = self.history, self.conversation
         if history is None or conversation is None:
             return
-        for t in history.conversation(conversation):
+        for t in history.current_turns(conversation):
             outcome = outcome_summary(
                 t.result or None, error=t.error, inserted=t.outcome in ("inserted", "proposed")
             )
-            self._remember(t.question, t.answer, t.code, outcome)
+            self._remember(t.cell, t.question, t.answer, t.code, outcome)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -407,8 +463,10 @@ class Session:
         return options, found
 
     def _prompt(self, turn: TurnState, found: dict[str, Any]) -> list[dict[str, str]]:
-        """The messages: frame descriptions within the budget, then what history fits."""
-        budget = self.config.max_prompt_tokens
+        """The messages: house rules, frame descriptions within the budget, then what
+        history fits: the turns before this cell's own (all turns for a new one)."""
+        rules = self.house_rules()
+        budget = max(self.config.max_prompt_tokens - rules.tokens, 0)
         descriptions = describe_many(
             found,
             privacy=turn.privacy,
@@ -418,18 +476,20 @@ class Session:
         )
         turn.frames = {d.name: d.fingerprint for d in descriptions}
         used = sum(d.tokens for d in descriptions)
+        context = self._context(turn.cell)
         history = (
-            self.turns
+            context
             if turn.privacy != "schema"
-            else [PastTurn(t.question, t.code, schema_outcome(t.outcome)) for t in self.turns]
+            else [PastTurn(t.question, t.code, schema_outcome(t.outcome)) for t in context]
         )
         return build_messages(
-            turn.question,
+            turn.task or turn.question,
             descriptions,
             history,
             mode=turn.mode,
             max_history_turns=self.config.max_history_turns,
             history_budget_tokens=max(budget - used, 200),
+            rules=rules.text,
         )
 
     def _propose(
@@ -684,6 +744,8 @@ class Session:
             cached=turn.cached,
             into=into,
             replayed=turn.replayed,
+            turn_id=turn.id,
+            asked_at=turn.asked_at,
         )
 
     def _failed(self, turn: TurnState, error: errors.DataAgentError) -> Failed:
@@ -698,7 +760,7 @@ class Session:
         outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
         if turn.privacy == "schema":
             outcome = schema_outcome(outcome)
-        self._remember(turn.question, turn.explanation, turn.code, outcome)
+        self._remember(turn.cell, turn.question, turn.explanation, turn.code, outcome)
         history = self.history
         record = store.Turn.from_event(
             event,
@@ -710,6 +772,8 @@ class Session:
             prompt_tokens=turn.prompt_tokens,
             billed=turn.billed,
             result=turn.result_repr or "",
+            cell=turn.cell,
+            turn_id=turn.id,
         )
         if history is not None:
             try:
@@ -741,13 +805,40 @@ class Session:
             for ln in exc.traceback.splitlines()
         )
 
-    def _remember(self, question: str, explanation: str, code: str, outcome: str) -> None:
-        """Keep a turn for follow-ups (those with code) and for front ends that (re)open."""
-        if code:
-            self.turns.append(PastTurn(question, code, outcome))
-        self._transcript.append(
-            {"question": question, "explanation": explanation, "code": code, "outcome": outcome}
+    def _remember(
+        self, cell: str | None, question: str, explanation: str, code: str, outcome: str
+    ) -> None:
+        """Keep a turn for follow-ups (those with code) and for front ends that (re)open.
+
+        A turn from a cell that already has one replaces it in place (a re-run).
+        """
+        entry = _Remembered(
+            cell=cell,
+            past=PastTurn(question, code, outcome) if code else None,
+            shown={
+                "question": question,
+                "explanation": explanation,
+                "code": code,
+                "outcome": outcome,
+            },
         )
+        place = self._place(cell)
+        if place < len(self._memory):
+            self._memory[place] = entry
+        else:
+            self._memory.append(entry)
+
+    def _place(self, cell: str | None) -> int:
+        """Where ``cell``'s turn stands in the conversation (the end for a new turn)."""
+        if cell is not None:
+            for i, entry in enumerate(self._memory):
+                if entry.cell == cell:
+                    return i
+        return len(self._memory)
+
+    def _context(self, cell: str | None) -> list[PastTurn]:
+        """The follow-up context of a question from ``cell``: the turns before its turn."""
+        return [m.past for m in self._memory[: self._place(cell)] if m.past is not None]
 
 
 def _end_lease(turn: TurnState) -> None:

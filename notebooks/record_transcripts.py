@@ -1,9 +1,14 @@
-"""Re-record the example notebooks' transcripts against the local scripted LLM server.
+"""Re-record the example notebooks' transcripts, then store their outputs.
 
 The notebooks replay these transcripts when no OPENAI_API_KEY is set (and in CI), so they
 run anywhere. Run this after changing a notebook's questions or the prompt format:
 
-    python notebooks/record_transcripts.py
+    python notebooks/record_transcripts.py            # transcripts, then outputs
+    python notebooks/record_transcripts.py --outputs  # outputs only
+
+The stored outputs are what CI compares under strict nbval (``notebooks/sanitize.cfg``
+masks timings, token counts, paths and ids): they are produced by replaying, with no key
+and an empty cache, exactly as CI runs them.
 
 Each question's answer is written below in ANSWERS; the script starts the test server
 (127.0.0.1), executes the notebook with DATAAGENT_RECORD pointing at the transcript, and
@@ -87,5 +92,31 @@ def record(notebook: Path) -> None:
     print(f"{transcript.name}: {len(transcript.read_text().splitlines())} exchanges")
 
 
+def store_outputs(notebook: Path) -> None:
+    """Execute ``notebook`` as CI does (replay, no key, fresh cache) and save its outputs."""
+    with tempfile.TemporaryDirectory() as data:
+        env = {"JUPYTER_DATA_DIR": data}
+        saved = {k: os.environ.get(k) for k in (*env, "OPENAI_API_KEY", "OPENAI_BASE_URL")}
+        os.environ.update(env)
+        os.environ.pop("OPENAI_API_KEY", None)
+        os.environ.pop("OPENAI_BASE_URL", None)
+        try:
+            nb = nbformat.read(notebook, as_version=4)
+            NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    for cell in nb.cells:  # what nbclient adds beyond the outputs is noise in a diff
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, notebook)
+    print(f"{notebook.name}: outputs stored")
+
+
 if __name__ == "__main__":
-    record(HERE / "quickstart.ipynb")
+    if "--outputs" not in sys.argv[1:]:
+        record(HERE / "quickstart.ipynb")
+    for name in ("quickstart.ipynb", "load_and_chat.ipynb"):
+        store_outputs(HERE / name)

@@ -49,8 +49,14 @@ step "TypeScript unit tests"
 step "Python tests (kernels, sandbox, widget, browser)"
 DATAAGENT_CI=1 python -m pytest tests "$@"
 
-step "example notebooks (nbval, replayed transcripts, no key)"
-env -u OPENAI_API_KEY python -m pytest --nbval-lax -p no:randomly notebooks/
+step "example notebooks (strict nbval: stored outputs compared, replayed transcripts, no key)"
+# notebooks/sanitize.cfg masks timings, token counts, paths and ids; notebooks/conftest.py
+# applies display updates so the final answers are what is compared
+# (a fresh data dir: no history from earlier runs changes the replayed prompts)
+nbdata=$(mktemp -d)
+env -u OPENAI_API_KEY -u OPENAI_BASE_URL JUPYTER_DATA_DIR="$nbdata" python -m pytest --nbval \
+  --nbval-sanitize-with notebooks/sanitize.cfg -p no:randomly notebooks/
+rm -rf "$nbdata"
 
 step "benchmarks (quick run: they must still work)"
 for bench in benchmarks/bench_*.py; do python "$bench" --quick; done

@@ -37,6 +37,11 @@ class Execution:
         return None
 
     @property
+    def comm_opens(self) -> list[dict[str, Any]]:
+        """The comms the kernel opened while running: (target_name, data) contents."""
+        return [o["content"] for o in self.outputs if o["msg_type"] == "comm_open"]
+
+    @property
     def stdout(self) -> str:
         return "".join(
             o["content"]["text"]
@@ -120,8 +125,25 @@ class Kernel:
         *,
         timeout: float = 60,
         user_expressions: dict | None = None,
+        cell_id: str | None = None,
     ) -> Execution:
-        msg_id = self.kc.execute(code, user_expressions=user_expressions or {}, allow_stdin=False)
+        """Run ``code``; ``cell_id`` is sent as JupyterLab sends it (request metadata)."""
+        if cell_id is None:
+            msg_id = self.kc.execute(
+                code, user_expressions=user_expressions or {}, allow_stdin=False
+            )
+        else:
+            content = {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": user_expressions or {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         outputs: list[dict[str, Any]] = []
         while True:
             try:
@@ -138,6 +160,7 @@ class Kernel:
                 "update_display_data",
                 "execute_result",
                 "error",
+                "comm_open",  # what the kernel asks of the front end (insert a cell, ...)
             ):
                 outputs.append(msg)
         reply = self.kc.get_shell_msg(timeout=timeout)

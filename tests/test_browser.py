@@ -363,3 +363,41 @@ def test_questions_asked_with_the_magic_appear_in_the_panel(
         "what is the mean revenue?", timeout=20_000
     )
     expect(turn.locator(".jp-DataAgent-codeBlock")).to_contain_text("sales['revenue'].mean()")
+
+
+def test_fix_with_data_agent_proposes_a_corrected_cell(
+    page: Any, lab: LabServer, llm: LLMServer
+) -> None:
+    panel = notebook_with_sales(page, lab, "fix.ipynb")
+    fix = panel.locator(".jp-DataAgent-fix")
+    expect(fix).to_be_hidden()
+    run_in_last_cell(page, "total = sales['revenu'].sum()")  # a typo: KeyError
+    expect(fix).to_contain_text("The last cell raised KeyError.")
+    fixed = "total = sales['revenue'].sum()"
+    llm.script(code_answer(fixed, "The column is spelt 'revenue'."))
+    fix.get_by_role("button", name="Fix with Data Agent").click()
+    turn = panel.locator(".jp-DataAgent-turn").last
+    expect(turn.locator(".jp-DataAgent-question")).to_have_text(
+        "fix the KeyError in the last failing cell"
+    )
+    expect(turn.locator(".jp-DataAgent-markdown")).to_contain_text("spelt 'revenue'")
+    block = turn.locator(".jp-DataAgent-codeBlock")
+    expect(block).to_contain_text(fixed)
+    expect(turn.locator(".jp-DataAgent-footer")).to_contain_text("gpt-4o-mini")
+    expect(fix).to_be_hidden()
+    sent = llm.chat_requests()[-1].text
+    assert "total = sales['revenu'].sum()" in sent and "KeyError" in sent
+
+    # the inserted cell records where it came from
+    block.locator("[data-action='insert']").click()
+    record = page.wait_for_function(
+        """code => {
+            const cell = jupyterapp.shell.currentWidget.content.model.sharedModel.cells
+                .find(c => c.getSource().trim() === code);
+            return cell && cell.getMetadata('dataagent');
+        }""",
+        arg=fixed,
+    ).json_value()
+    assert record["question"] == "fix the KeyError in the last failing cell"
+    assert record["model"] == "gpt-4o-mini"
+    assert record["turn_id"] and record["asked_at"].endswith("+00:00")

@@ -607,3 +607,24 @@ def test_stop_ends_a_long_run_in_the_sandbox(comm: Comm) -> None:
     assert events[-1]["type"] == "Failed"
     assert events[-1]["error"]["kind"] == "Cancelled"
     assert time.monotonic() - started < 6
+
+
+def test_fix_request_streams_a_fix_of_the_last_failing_cell(
+    loaded: Frontend, comm: Comm, server: LLMServer
+) -> None:
+    loaded.execute("total = sales['revenu'].sum()")  # a typo: KeyError
+    server.script(code_answer("total = sales['revenue'].sum()", "The column is 'revenue'."))
+    request_id = uuid.uuid4().hex
+    comm.send({"type": "fix", "id": request_id})
+    events = comm.events(request_id)
+    assert events[-1]["type"] == "Done"
+    proposed = next(e for e in events if e["type"] == "CodeProposed")
+    assert proposed["code"].strip() == "total = sales['revenue'].sum()"
+    asked = server.chat_requests()[-1].messages[-1]["content"]
+    assert "total = sales['revenu'].sum()" in asked and "KeyError" in asked
+    # after a cell that worked there is nothing to fix, and the panel is told so
+    loaded.execute("ok = 1")
+    comm.send({"type": "fix", "id": uuid.uuid4().hex})
+    error = comm.reply("error")
+    assert error["request"] == "fix"
+    assert "ran without an error" in error["error"]["message"]

@@ -4,9 +4,9 @@ The layers (docs/architecture.md), top to bottom::
 
     extension                               builds, registers, unregisters
     magics+commands | widget | comm | eval  the front ends (eval: the benchmark CLI)
-    cell_output, frontend                   rendering into a cell; asking for a cell
-    session, prompts, code, options, background, agent
-    llm, frames, sandbox, store, loaders
+    cell_output, frontend, provenance       rendering into a cell; asking for a cell
+    session, prompts, code, options, background, agent, fixes
+    llm, frames, sandbox, store, loaders, rules
     events, errors, config, tokens, sanitize
 
 Every ``import`` in the package is read (also those inside functions and under
@@ -36,14 +36,17 @@ LAYERS: dict[str, int] = {
     "sandbox": 1,
     "store": 1,
     "loaders": 1,
+    "rules": 1,
     "session": 2,
     "prompts": 2,
     "code": 2,
     "options": 2,
     "background": 2,
     "agent": 2,
+    "fixes": 2,
     "cell_output": 3,
     "frontend": 3,
+    "provenance": 3,
     "magics": 4,
     "commands": 4,
     "widget": 4,

@@ -25,6 +25,8 @@ from dataagent_jupyter.store import (
     Turn,
     configure_logging,
     export_conversation,
+    in_notebook_order,
+    notebook_cell_ids,
     price_table,
 )
 
@@ -116,12 +118,74 @@ def test_turn_round_trips_every_field(tmp_path: Path) -> None:
             latency=1.25,
             cached=True,
             attempts=3,
+            cell="c0ffee-cell",
+            turn_id="0123456789abcdef",
             time=1_700_000_000.5,
         )
         turn_id = history.add(turn)
         [stored] = history.recent()
     assert stored.id == turn_id
     assert stored == Turn(**{**turn.__dict__, "id": turn_id})
+
+
+def test_a_rerun_cell_replaces_its_turn_where_it_stood(tmp_path: Path) -> None:
+    with History.open(tmp_path) as history:
+        conversation = history.current_conversation(NOTEBOOK)
+
+        def add(question: str, cell: str | None) -> None:
+            history.add(
+                Turn(notebook=NOTEBOOK, conversation=conversation, question=question, cell=cell)
+            )
+
+        add("a?", "cell-a")
+        add("b?", "cell-b")
+        add("from the chat", None)
+        add("a again?", "cell-a")  # the user re-ran the first cell
+        add("c?", "cell-c")
+        current = history.current_turns(conversation)
+        assert [t.question for t in current] == ["a again?", "b?", "from the chat", "c?"]
+        # every version stays on record for %dataagent history
+        assert len(history.conversation(conversation)) == 5
+
+
+def test_an_older_history_file_is_upgraded_keeping_its_turns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / DB_NAME
+    conversation = "conv-1"
+    # a file as version 1 wrote it: turns without a cell
+    conn = sqlite3.connect(path)
+    conn.executescript(_V1_SCHEMA)
+    conn.execute(
+        "INSERT INTO turns (time, notebook, conversation, frames, question, model, "
+        "prompt_tokens, answer, code, result, outcome, error, tokens_in, tokens_out, latency, "
+        "cached, attempts) VALUES (1, ?, ?, '{}', 'old one?', 'm', 0, '', '', '', 'proposed', "
+        "NULL, 0, 0, 0, 0, 1)",
+        (NOTEBOOK, conversation),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with History(path) as history:
+        [old] = history.conversation(conversation)
+        assert old.question == "old one?" and old.cell is None
+        history.add(
+            Turn(notebook=NOTEBOOK, conversation=conversation, question="new?", cell="cell-1")
+        )
+        assert [t.cell for t in history.conversation(conversation)] == [None, "cell-1"]
+
+
+_V1_SCHEMA = """
+CREATE TABLE conversations (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    notebook TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,
+    notebook TEXT NOT NULL, conversation TEXT NOT NULL, frames TEXT NOT NULL,
+    question TEXT NOT NULL, model TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+    answer TEXT NOT NULL, code TEXT NOT NULL, result TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('inserted', 'ran', 'failed', 'proposed')),
+    error TEXT, tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, latency REAL NOT NULL,
+    cached INTEGER NOT NULL, attempts INTEGER NOT NULL);
+"""
 
 
 def test_recent_is_newest_last_and_per_notebook(tmp_path: Path) -> None:
@@ -336,6 +400,50 @@ def test_export_notebook_round_trip(tmp_path: Path) -> None:
     assert any("This code failed" in m and "NameError" in m for m in markdown)
     assert any("What is a quantile?" in m for m in markdown)
     assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_export_follows_notebook_order(tmp_path: Path, monkeypatch) -> None:
+    # the user asked in cells a, b, then in the chat, then in c, which sits above a
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"%%ask\n{q}?") for q in "cab"]
+    for cell, cell_id in zip(nb.cells, ("cell-c", "cell-a", "cell-b"), strict=True):
+        cell.id = cell_id
+    nbformat.write(nb, tmp_path / NOTEBOOK)
+    monkeypatch.chdir(tmp_path)
+    assert notebook_cell_ids(NOTEBOOK) == ["cell-c", "cell-a", "cell-b"]
+    assert notebook_cell_ids("ipython:/somewhere") == []
+
+    with History.open(tmp_path / "data") as history:
+        conversation = history.current_conversation(NOTEBOOK)
+        for question, cell in (("a?", "cell-a"), ("b?", "cell-b"), ("chat", None)):
+            history.add(
+                Turn(
+                    notebook=NOTEBOOK,
+                    conversation=conversation,
+                    question=question,
+                    code="x",
+                    cell=cell,
+                )
+            )
+        history.add(
+            Turn(
+                notebook=NOTEBOOK, conversation=conversation, question="c?", code="x", cell="cell-c"
+            )
+        )
+        history.add(
+            Turn(
+                notebook=NOTEBOOK,
+                conversation=conversation,
+                question="a again?",
+                code="x",
+                cell="cell-a",
+            )
+        )
+        turns = in_notebook_order(history.current_turns(conversation), notebook_cell_ids(NOTEBOOK))
+    assert [t.question for t in turns] == ["c?", "a again?", "b?", "chat"]
+    text = export_conversation(turns, tmp_path / "conversation.md").read_text()
+    assert text.index("## 1. c?") < text.index("## 2. a again?") < text.index("## 4. chat")
+    assert "## 1. a?" not in text and "a?\n" not in text.split("## 2.")[0]
 
 
 def test_export_markdown(tmp_path: Path) -> None:

@@ -447,12 +447,17 @@ def test_kernel_insert_goes_below_the_widget_cell(kernel: Kernel, server: LLMSer
         kc = kernel.kc
         kc.execute("_click(w2, 'Insert cell')")
         opened = _wait_comm_open(kernel, "dataagent.frontend")
+        provenance = opened["data"].pop("provenance")
         assert opened["data"] == {
             "type": "insert_cell",
             "code": f"# dataagent: who leads?\n{CODE}\n",
             "cell_id": "cell-1234",
             "replace": False,
         }
+        # the new cell will record where it came from
+        assert provenance["question"] == "who leads?"
+        assert provenance["model"] == "gpt-4o-mini"
+        assert provenance["turn_id"] and provenance["asked_at"].endswith("+00:00")
         reply = kc.session.msg(
             "comm_msg", {"comm_id": opened["comm_id"], "data": {"type": "inserted", "ok": True}}
         )

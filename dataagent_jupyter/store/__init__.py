@@ -7,7 +7,7 @@ the notebook, and the per-session figures behind ``%dataagent stats``.
 
 from .cache import CachingBackend, ResponseCache
 from .db import DB_NAME, Database
-from .export import export_conversation
+from .export import export_conversation, in_notebook_order, notebook_cell_ids
 from .history import History, HistoryTable, Turn
 from .logs import configure_logging
 from .metrics import DEFAULT_PRICES, Metrics, ModelUsage, Stats, price_table
@@ -36,5 +36,7 @@ __all__ = [
     "Turn",
     "configure_logging",
     "export_conversation",
+    "in_notebook_order",
+    "notebook_cell_ids",
     "price_table",
 ]

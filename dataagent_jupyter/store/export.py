@@ -9,10 +9,11 @@ and the error messages are untrusted: they are written through
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import DataAgentError, StoreError, UsageError
@@ -38,6 +39,38 @@ def export_conversation(turns: Iterable[Turn], path: str | os.PathLike[str]) -> 
     text = _markdown(turns) if suffix == ".md" else _notebook(turns)
     _write_atomically(target, text)
     return target
+
+
+def notebook_cell_ids(notebook: str) -> list[str]:
+    """The cell ids of the saved notebook ``notebook`` (the kernel's JPY_SESSION_NAME), in
+    order; empty when it is not a notebook file this kernel can read."""
+    path = Path(notebook)
+    for candidate in (path, Path.cwd() / path.name):
+        if candidate.suffix == ".ipynb" and candidate.is_file():
+            try:
+                cells = json.loads(candidate.read_text(encoding="utf-8")).get("cells", [])
+            except (OSError, ValueError, AttributeError):
+                return []
+            return [c["id"] for c in cells if isinstance(c, dict) and isinstance(c.get("id"), str)]
+    return []
+
+
+def in_notebook_order(turns: Sequence[Turn], cell_ids: Sequence[str]) -> list[Turn]:
+    """``turns`` (one per cell, as they stand) in the order of the notebook's cells.
+
+    A turn without a cell in the notebook (chat widget, side panel, a deleted cell) stays
+    right after the turn it followed in the conversation.
+    """
+    position = {cell: i for i, cell in enumerate(cell_ids)}
+    keyed = []
+    anchor = -1
+    for seq, turn in enumerate(turns):
+        if turn.cell is not None and turn.cell in position:
+            anchor = position[turn.cell]
+            keyed.append(((anchor, 0, seq), turn))
+        else:
+            keyed.append(((anchor, 1, seq), turn))
+    return [turn for _, turn in sorted(keyed, key=lambda item: item[0])]
 
 
 def _when(turn: Turn) -> str:

@@ -4,6 +4,12 @@ A turn is written once, when the question ends (answered, run, or failed), in on
 transaction. Conversations are grouped per notebook: after a kernel restart
 ``current_conversation(notebook)`` hands back the same id, so the follow-up context comes
 back; ``%dataagent reset`` calls ``new_conversation`` and the old turns stay on record.
+
+In a notebook the conversation is the notebook itself: a turn asked from a cell carries
+that cell's id, and running the cell again adds a newer version of the same turn.
+:func:`current_versions` gives the conversation as it stands (each cell's latest turn,
+at the place of its first), which is what follow-ups and exports read; every version
+stays on record for ``%dataagent history`` and the statistics.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ log = logging.getLogger("dataagent_jupyter.store")
 
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -56,11 +62,17 @@ CREATE TABLE IF NOT EXISTS turns (
     tokens_out    INTEGER NOT NULL,
     latency       REAL NOT NULL,
     cached        INTEGER NOT NULL,
-    attempts      INTEGER NOT NULL
+    attempts      INTEGER NOT NULL,
+    cell          TEXT,               -- notebook cell id the turn was asked from, or NULL
+    turn_id       TEXT                -- as in Done.turn_id and inserted cells' metadata
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, id);
 CREATE INDEX IF NOT EXISTS turns_by_notebook ON turns (notebook, id);
 """
+#: schema changes from one version to the next, applied in order on open
+_MIGRATIONS = {
+    2: ("ALTER TABLE turns ADD COLUMN cell TEXT", "ALTER TABLE turns ADD COLUMN turn_id TEXT"),
+}
 
 _COLUMNS = (
     "time",
@@ -80,6 +92,8 @@ _COLUMNS = (
     "latency",
     "cached",
     "attempts",
+    "cell",
+    "turn_id",
 )
 _INSERT = f"INSERT INTO turns ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _SELECT = f"SELECT id, {', '.join(_COLUMNS)} FROM turns"
@@ -95,6 +109,8 @@ class Turn:
     are the tokens the endpoint billed for this turn, so a turn answered from the cache or
     a transcript counts zero.
     ``prompt_tokens`` is the estimated size of the prompt, whatever answered it.
+    ``cell`` is the id of the notebook cell the question was asked from: a later turn
+    with the same cell is a newer version of this one.
     """
 
     notebook: str
@@ -113,6 +129,8 @@ class Turn:
     latency: float = 0.0
     cached: bool = False
     attempts: int = 1
+    cell: str | None = None  # the notebook cell asked from; None for widget/panel turns
+    turn_id: str = ""  # Done.turn_id: how inserted cells' provenance names this turn
     time: float = field(default_factory=time.time)
     id: int | None = None  # set once stored
 
@@ -134,6 +152,8 @@ class Turn:
         billed: Usage | None = None,
         result: str = "",
         error: str | None = None,
+        cell: str | None = None,
+        turn_id: str = "",
     ) -> Turn:
         """The turn for a question that ended in ``event``.
 
@@ -155,6 +175,8 @@ class Turn:
                 tokens_in=usage.prompt_tokens,
                 tokens_out=usage.completion_tokens,
                 latency=event.elapsed,
+                cell=cell,
+                turn_id=turn_id,
             )
         usage = billed if billed is not None else event.usage
         return cls(
@@ -174,6 +196,8 @@ class Turn:
             latency=event.elapsed,
             cached=event.cached,
             attempts=event.attempts,
+            cell=cell,
+            turn_id=turn_id or event.turn_id,
         )
 
     def _row(self) -> tuple[Any, ...]:
@@ -195,6 +219,8 @@ class Turn:
             float(self.latency),
             int(bool(self.cached)),
             int(self.attempts),
+            self.cell,
+            self.turn_id,
         )
 
     @classmethod
@@ -218,6 +244,8 @@ class Turn:
             latency,
             cached,
             attempts,
+            cell,
+            turn_id,
         ) = row
         return cls(
             id=id_,
@@ -238,6 +266,8 @@ class Turn:
             latency=latency,
             cached=bool(cached),
             attempts=attempts,
+            cell=cell,
+            turn_id=turn_id or "",
         )
 
 
@@ -256,12 +286,17 @@ class History:
         if self._version(self.database.query("PRAGMA user_version")) == SCHEMA_VERSION:
             return
         with self.database.write("create the history tables") as conn:
-            if self._version(conn.execute("PRAGMA user_version").fetchall()) == 0:
+            version = self._version(conn.execute("PRAGMA user_version").fetchall())
+            if version == 0:
                 # statement by statement: executescript() would commit the transaction
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:  # an older file: bring it up to date, keeping every turn
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _version(self, rows: list[Any]) -> int:
         version = int(rows[0][0])
@@ -313,6 +348,10 @@ class History:
         )
         return [Turn._from_row(r) for r in rows]
 
+    def current_turns(self, conversation_id: str) -> list[Turn]:
+        """The conversation as it stands: each cell's latest turn (see current_versions)."""
+        return current_versions(self.conversation(conversation_id))
+
     def current_conversation(self, notebook: str) -> str:
         """The notebook's latest conversation id, creating one if it has none.
 
@@ -353,6 +392,25 @@ class History:
         self.close()
 
 
+def current_versions(turns: Iterable[Turn]) -> list[Turn]:
+    """Each cell's latest turn at the place of its first; turns without a cell in order.
+
+    Re-running a cell replaces its turn where it stood, so the turns before it (its
+    follow-up context) stay the same and a re-run sends the same request again.
+    """
+    current: list[Turn] = []
+    place: dict[str, int] = {}
+    for turn in turns:
+        if turn.cell is None:
+            current.append(turn)
+        elif turn.cell in place:
+            current[place[turn.cell]] = turn
+        else:
+            place[turn.cell] = len(current)
+            current.append(turn)
+    return current
+
+
 # --- display -----------------------------------------------------------------------------
 
 
@@ -361,6 +419,7 @@ class HistoryTable:
 
     HEADERS = (
         "#",
+        "cell",
         "when",
         "question",
         "frames",
@@ -387,6 +446,7 @@ class HistoryTable:
             outcome += f": {_short(turn.error, 60)}"
         return (
             str(turn.id if turn.id is not None else ""),
+            turn.cell[:8] if turn.cell else "chat",
             when,
             _short(turn.question, 80),
             ", ".join(turn.frames) or "—",
@@ -407,7 +467,7 @@ class HistoryTable:
             tds = "".join(
                 f'<td style="text-align:left" title="{html.escape(turn.question)}">'
                 f"{html.escape(c)}</td>"
-                if i == 2
+                if i == 3
                 else f'<td style="text-align:left">{html.escape(c)}</td>'
                 for i, c in enumerate(cells)
             )

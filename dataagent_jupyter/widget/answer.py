@@ -50,6 +50,7 @@ class AnswerView:
             margin="4px 0 10px 0",
         )
         self.code = ""
+        self.done: Done | None = None  # the answer's end, for the inserted cell's provenance
         self._attempt = 0
         self._text: widgets.Output | None = None
         self._results: widgets.Output | None = None
@@ -81,6 +82,7 @@ class AnswerView:
             self.note(f"**Attempt {event.attempt} failed:** `{event.ename}: {evalue}` — {what}.")
         elif isinstance(event, Done):
             self.flush(force=True)
+            self.done = event
             self.code = event.code or self.code
             if self.code:
                 self.show_actions()

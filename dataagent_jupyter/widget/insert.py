@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from ..frontend import request_insert
+from ..provenance import provenance
 from ..session import Session
 from .answer import AnswerView
 
@@ -62,7 +63,14 @@ class InsertRequest:
         self.session.pending_cell = self.text
         self.answer.action_note("Inserting a new cell below the chat…")
         self.timer.start()
-        request_insert(self.text, cell_id=cell_id, replace=False, on_ack=self.on_ack)
+        done = self.answer.done
+        request_insert(
+            self.text,
+            cell_id=cell_id,
+            replace=False,
+            on_ack=self.on_ack,
+            provenance=provenance(self.answer.question, done) if done else None,
+        )
 
     def cancel(self) -> None:
         """Stop waiting (the chat is closing)."""

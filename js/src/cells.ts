@@ -4,14 +4,30 @@
  */
 import { NotebookActions, NotebookPanel, INotebookTracker } from '@jupyterlab/notebook';
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
+import type { PartialJSONObject } from '@lumino/coreutils';
 
 import { FRONTEND_TARGET } from './wire';
+import {
+  cellProvenance,
+  IProvenance,
+  isProposal,
+  isProvenance,
+  METADATA_KEY,
+  PendingProposals
+} from './proposals';
 
-/** Insert `code` as a new code cell below the active cell (at the top of an empty notebook). */
-export function insertBelowActive(panel: NotebookPanel, code: string): string | null {
+/**
+ * Insert `code` as a new code cell below the active cell (at the top of an empty
+ * notebook); `provenance` goes into its metadata.
+ */
+export function insertBelowActive(
+  panel: NotebookPanel,
+  code: string,
+  provenance: IProvenance | null = null
+): string | null {
   const notebook = panel.content;
   const index = notebook.activeCell ? notebook.activeCellIndex + 1 : 0;
-  return insertAt(panel, index, code, true);
+  return insertAt(panel, index, code, true, provenance);
 }
 
 /** Replace the active cell's source with `code` (making it a code cell). */
@@ -33,7 +49,8 @@ function insertAt(
   panel: NotebookPanel,
   index: number,
   code: string,
-  activate: boolean
+  activate: boolean,
+  provenance: IProvenance | null = null
 ): string | null {
   const notebook = panel.content;
   const model = notebook.model;
@@ -42,7 +59,10 @@ function insertAt(
   }
   const shared = model.sharedModel;
   const at = Math.max(0, Math.min(index, shared.cells.length));
-  const cell = shared.insertCell(at, { cell_type: 'code', source: code, metadata: {} });
+  const metadata: PartialJSONObject = provenance
+    ? { [METADATA_KEY]: cellProvenance(provenance, code, null) }
+    : {};
+  const cell = shared.insertCell(at, { cell_type: 'code', source: code, metadata });
   if (activate) {
     notebook.activeCellIndex = at;
     notebook.mode = 'command';
@@ -68,6 +88,8 @@ export interface IInsertCellRequest {
   code: string;
   cell_id: string | null;
   replace: boolean;
+  /** the `dataagent` provenance record for the inserted cell, when the kernel sends it */
+  provenance?: IProvenance | null;
 }
 
 /**
@@ -79,10 +101,11 @@ export function applyInsertRequest(
   request: IInsertCellRequest
 ): string | null {
   const index = indexOfCell(panel, request.cell_id);
+  const provenance = request.provenance ?? null;
   if (index < 0) {
     return request.replace
       ? replaceActive(panel, request.code)
-      : insertBelowActive(panel, request.code);
+      : insertBelowActive(panel, request.code, provenance);
   }
   if (request.replace) {
     const cell = panel.content.model!.sharedModel.cells[index];
@@ -92,7 +115,7 @@ export function applyInsertRequest(
     }
   }
   // not activated: the user is looking at the widget, not at the new cell
-  return insertAt(panel, index + 1, request.code, false);
+  return insertAt(panel, index + 1, request.code, false, provenance);
 }
 
 function isInsertRequest(data: unknown): data is IInsertCellRequest {
@@ -102,7 +125,8 @@ function isInsertRequest(data: unknown): data is IInsertCellRequest {
     d !== null &&
     d.type === 'insert_cell' &&
     typeof d.code === 'string' &&
-    (d.cell_id === null || d.cell_id === undefined || typeof d.cell_id === 'string')
+    (d.cell_id === null || d.cell_id === undefined || typeof d.cell_id === 'string') &&
+    (d.provenance === null || d.provenance === undefined || isProvenance(d.provenance))
   );
 }
 
@@ -118,6 +142,13 @@ export class FrontendTarget {
   constructor(private readonly _tracker: INotebookTracker) {
     _tracker.widgetAdded.connect((_, panel) => this._watch(panel));
     _tracker.forEach(panel => this._watch(panel));
+    // a %%ask cell's proposal is settled once JupyterLab has inserted it (see proposals.ts)
+    NotebookActions.executed.connect((_, { notebook, cell }) => {
+      const model = notebook.model;
+      if (model) {
+        this._proposals.settle(model.sharedModel, cell.model.id);
+      }
+    });
   }
 
   private _watch(panel: NotebookPanel): void {
@@ -149,7 +180,11 @@ export class FrontendTarget {
     const data = msg.content.data;
     let cellId: string | null = null;
     let ok = false;
-    if (isInsertRequest(data)) {
+    if (isProposal(data)) {
+      this._proposals.remember(data);
+      ok = true;
+      cellId = data.cell_id;
+    } else if (isInsertRequest(data)) {
       const panel = this._target(kernel.id, data.cell_id ?? null);
       if (panel) {
         try {
@@ -188,4 +223,5 @@ export class FrontendTarget {
   }
 
   private _registered = new WeakSet<Kernel.IKernelConnection>();
+  private _proposals = new PendingProposals();
 }

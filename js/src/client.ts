@@ -16,6 +16,7 @@ import {
   IErrorInfo,
   IFrameInfo,
   IAskMessage,
+  IFixMessage,
   IFramesReply,
   IHelloReply,
   IRunMessage,
@@ -180,6 +181,12 @@ export class AgentClient implements IDisposable {
     });
   }
 
+  /** Ask for a fix of the kernel's last failing cell (streamed like an answer). */
+  fix(mode: Mode = 'insert'): AgentRequest {
+    const id = UUID.uuid4();
+    return this._stream('ask', id, { type: 'fix', id, mode });
+  }
+
   /** Run existing code in the sandbox (the "Run in sandbox" button). */
   run(code: string, frames: string[] | null = null): AgentRequest {
     const id = UUID.uuid4();
@@ -302,7 +309,7 @@ export class AgentClient implements IDisposable {
   private _stream(
     kind: 'ask' | 'run',
     id: string,
-    message: IAskMessage | IRunMessage
+    message: IAskMessage | IRunMessage | IFixMessage
   ): AgentRequest {
     const request = new AgentRequest(id, kind, r => this._sendCancel(r));
     if (this._isClosed) {

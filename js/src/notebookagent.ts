@@ -3,7 +3,7 @@
  * conversation and the question in flight. The panel shows the agent of the active
  * notebook; each notebook keeps its own while the user switches between them.
  */
-import type { NotebookPanel } from '@jupyterlab/notebook';
+import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { KernelMessage } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -43,6 +43,7 @@ export class NotebookAgent implements IDisposable {
     context.kernelChanged.connect(this._onKernelChanged, this);
     context.iopubMessage.connect(this._onIOPub, this);
     panel.context.pathChanged.connect(this._onPathChanged, this);
+    NotebookActions.executed.connect(this._onExecuted, this);
     this._path = panel.context.path;
     this.turns = _store.load(this._path);
   }
@@ -76,6 +77,8 @@ export class NotebookAgent implements IDisposable {
 
   status: IStatusInfo | null = null;
   frames: IFrameInfo[] = [];
+  /** The exception of the notebook's last cell run, when it failed (offers a fix). */
+  lastError: string | null = null;
   /** frame names chosen as context; empty means "all frames" */
   readonly selected = new Set<string>();
   turns: ITurn[] = [];
@@ -153,6 +156,33 @@ export class NotebookAgent implements IDisposable {
     }
     const request = client.ask(text, { frames: [...this.selected], mode });
     this._track(request, newTurn(request.id, 'ask', text, mode));
+  }
+
+  /** Ask for a corrected version of the last failing cell, as a new turn. */
+  fix(mode: Mode): void {
+    const client = this._client;
+    if (!client || this._active || this.lastError === null) {
+      return;
+    }
+    const request = client.fix(mode);
+    // named as the kernel names it (fixes.py), so history merges see one turn
+    const question = `fix the ${this.lastError} in the last failing cell`;
+    this._track(request, newTurn(request.id, 'ask', question, mode));
+    this.lastError = null;
+  }
+
+  private _onExecuted(
+    _: unknown,
+    args: { notebook: unknown; success: boolean; error?: { errorName?: string } | null }
+  ): void {
+    if (args.notebook !== this.panel.content) {
+      return;
+    }
+    const failed = args.success ? null : args.error?.errorName || 'error';
+    if (failed !== this.lastError) {
+      this.lastError = failed;
+      this._changed.emit();
+    }
   }
 
   /** Run code of an earlier answer in the sandbox, as a new turn. */

@@ -88,6 +88,10 @@ export class DataAgentPanel extends Widget {
     this._resetButton.addEventListener('click', () => void this._agent?.reset());
     this._retryButton.addEventListener('click', () => this._agent?.retry());
     this._stopButton.addEventListener('click', () => this._agent?.stop());
+    this._fixButton.addEventListener('click', () => {
+      this._stickToBottom = true;
+      this._agent?.fix(this._modeSelect.value as Mode);
+    });
     this._form.addEventListener('submit', event => {
       event.preventDefault();
       this._submit();
@@ -136,6 +140,7 @@ export class DataAgentPanel extends Widget {
         this._frameList
       ),
       this._conversation,
+      this._fixBox,
       this._keyWarning,
       this._statusLine,
       this._form
@@ -146,6 +151,7 @@ export class DataAgentPanel extends Widget {
     );
     this._statusLine.append(this._statusText, this._phaseText, this._stopButton);
     this._notice.append(this._noticeText, this._retryButton);
+    this._fixBox.append(this._fixText, this._fixButton);
   }
 
   // --- following the active notebook --------------------------------------------------------
@@ -193,7 +199,16 @@ export class DataAgentPanel extends Widget {
     this._renderFrames(agent);
     this._renderConversation(agent);
     this._renderStatus(agent);
+    this._renderFix(agent);
     this._renderComposer();
+  }
+
+  /** "Fix with Data Agent" while the notebook's last cell run ended in an error. */
+  private _renderFix(agent: NotebookAgent | null): void {
+    const error = agent?.lastError ?? null;
+    const show = error !== null && agent?.state.kind === 'ready' && !agent.active;
+    this._fixBox.hidden = !show;
+    this._fixText.textContent = show ? `The last cell raised ${error}.` : '';
   }
 
   private _renderHeader(agent: NotebookAgent | null): void {
@@ -384,10 +399,10 @@ export class DataAgentPanel extends Widget {
   }
 
   private _actions: ICodeActions = {
-    insert: code => {
+    insert: (code, provenance) => {
       const panel = this._agent?.panel;
       if (panel) {
-        insertBelowActive(panel, code);
+        insertBelowActive(panel, code, provenance);
       }
     },
     replace: code => {
@@ -425,6 +440,17 @@ export class DataAgentPanel extends Widget {
     'New chat'
   );
   private _notice = h('div', { class: 'jp-DataAgent-notice', role: 'status' });
+  private _fixBox = h('div', { class: 'jp-DataAgent-fix', role: 'status' });
+  private _fixText = h('span', { class: 'jp-DataAgent-fixText' });
+  private _fixButton = h(
+    'button',
+    {
+      type: 'button',
+      class: 'jp-DataAgent-fixButton jp-mod-styled',
+      title: 'Send the failing cell, its error and the frames it names; propose a fix'
+    },
+    'Fix with Data Agent'
+  );
   private _noticeText = h('span', {});
   private _retryButton = h(
     'button',

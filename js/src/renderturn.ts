@@ -9,6 +9,7 @@ import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import type { IOutputEvent, IRunFailedEvent } from './wire';
+import { IProvenance, turnProvenance } from './proposals';
 import {
   doneSummary,
   fenceCode,
@@ -20,7 +21,8 @@ import {
 
 /** What the code block's buttons do; the panel implements them on the notebook. */
 export interface ICodeActions {
-  insert(code: string): void;
+  /** `provenance` goes into the inserted cell's metadata (null before the turn is done) */
+  insert(code: string, provenance: IProvenance | null): void;
   replace(code: string): void;
   run(code: string): void;
   copy(code: string): Promise<void> | void;
@@ -117,7 +119,7 @@ class CodeBlockView {
         const code = this._code;
         switch (action) {
           case 'insert':
-            actions.insert(code);
+            actions.insert(code, this.provenance);
             break;
           case 'replace':
             actions.replace(code);
@@ -163,6 +165,8 @@ class CodeBlockView {
     this._body.dispose();
   }
 
+  /** where the code came from, for the cell it is inserted as */
+  provenance: IProvenance | null = null;
   private _body: MarkdownView;
   private _code = '\0';
 }
@@ -226,6 +230,8 @@ export class TurnView {
       (turn.state === 'streaming' && !turn.text && !turn.code && !turn.outputs.length)
     );
     this._codeBlock.code = proposed || turn.kind === 'run' ? turn.code : '';
+    this._codeBlock.provenance =
+      turn.kind === 'ask' ? turnProvenance(turn.question, turn.done) : null;
     if (!old || old.failures !== turn.failures) {
       this._renderFailures(turn.failures);
     }

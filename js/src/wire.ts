@@ -131,6 +131,10 @@ export interface IDoneEvent {
   into: string | null;
   /** answered from a record/replay transcript (newer kernels send it) */
   replayed?: boolean;
+  /** names the turn in the history and in inserted cells' provenance (newer kernels) */
+  turn_id?: string;
+  /** when the question was asked, seconds since the epoch (newer kernels) */
+  asked_at?: number;
 }
 
 export interface IFailedEvent {
@@ -173,6 +177,13 @@ export interface IRunMessage {
   frames: string[] | null;
 }
 
+/** "Fix with Data Agent": a corrected version of the notebook's last failing cell. */
+export interface IFixMessage {
+  type: 'fix';
+  id: string;
+  mode: Mode;
+}
+
 /** Front end → kernel. */
 export type ClientMessage =
   | { type: 'hello' }
@@ -181,7 +192,8 @@ export type ClientMessage =
   | { type: 'reset' }
   | { type: 'cancel'; id: string }
   | IAskMessage
-  | IRunMessage;
+  | IRunMessage
+  | IFixMessage;
 
 export interface IHelloReply {
   type: 'hello';

@@ -1,0 +1,146 @@
+"""Run All twice in a real JupyterLab: proposals do not stack, and carry their provenance.
+
+A notebook with two insert-mode ``%%ask`` cells is run twice with Run All; the second
+pass is answered from the response cache and leaves the notebook as the first left it.
+A proposal the user edited is kept (the new one goes above it) and the asking cell's
+status line says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, NOTEBOOK, LabServer, open_notebook
+from llm_server import LLMServer, Reply, Request, code_answer
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+SETUP = (
+    "import pandas as pd\n"
+    "sales = pd.DataFrame({'region': ['N', 'S', 'N'], 'revenue': [1.0, 2.5, 4.0]})\n"
+    "%load_ext dataagent"
+)
+ASK_1 = "%%ask sales\nrevenue per region?"
+ASK_2 = "%%ask sales\nhow many rows?"
+
+
+def answer(request: Request) -> Reply:
+    """A different answer per question, so the two proposals differ."""
+    question = request.messages[-1]["content"].rsplit("Question: ", 1)[-1]
+    return Reply(text=code_answer(f"result = {len(question)}  # {question}", "Here it is."))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[LabServer, LLMServer]]:
+    with LLMServer(default=answer) as llm:
+        server = LabServer(
+            tmp_path / "lab",
+            {
+                "OPENAI_BASE_URL": llm.url,
+                "OPENAI_API_KEY": llm.api_key or "",
+                "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+            },
+            kernel_config="c.DataAgent.warm_child = False\n",
+        )
+        server.new_notebook("runall.ipynb", cells=[SETUP, ASK_1, ASK_2])
+        try:
+            yield server, llm
+        finally:
+            server.delete_sessions()
+            server.stop()
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    failed_before = request.session.testsfailed
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(60_000)
+            yield page
+            if request.session.testsfailed > failed_before:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def run_all(page: Any) -> None:
+    """Run All, as the menu does; returns once every cell has run."""
+    page.evaluate(
+        "async () => { await window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
+    )
+    page.wait_for_function(
+        f"() => {NOTEBOOK}.sessionContext.session.kernel.status === 'idle'", timeout=60000
+    )
+
+
+def cells(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate(
+        f"""() => {NOTEBOOK}.content.model.sharedModel.cells.map(c => ({{
+            id: c.id,
+            source: c.getSource(),
+            dataagent: c.getMetadata('dataagent') || null,
+            outputs: c.cell_type === 'code'
+                ? c.getOutputs().map(o => [].concat((o.data || {{}})['text/plain'] || []).join(''))
+                : [],
+        }}))"""
+    )
+
+
+def test_run_all_twice_keeps_the_cell_count(lab, page) -> None:
+    server, llm = lab
+    open_notebook(page, server, "runall.ipynb")
+    run_all(page)
+    first = cells(page)
+    assert len(first) == 5
+    assert [first[i]["source"] for i in (0, 1, 3)] == [SETUP, ASK_1, ASK_2]
+    proposals = [first[2], first[4]]
+    assert proposals[0]["source"].startswith("# dataagent: revenue per region?\n")
+    assert proposals[1]["source"].startswith("# dataagent: how many rows?\n")
+    for proposal, asking, question in zip(
+        proposals, (first[1], first[3]), ("revenue per region?", "how many rows?"), strict=True
+    ):
+        record = proposal["dataagent"]
+        assert record["question"] == question
+        assert record["model"] == "gpt-4o-mini"
+        assert record["turn_id"] and record["asked_at"]
+        assert record["asked_in"] == asking["id"]
+    assert len(llm.chat_requests()) == 2
+
+    run_all(page)
+    second = cells(page)
+    assert len(second) == 5  # nothing stacked
+    assert [c["source"] for c in second] == [c["source"] for c in first]
+    assert len(llm.chat_requests()) == 2  # answered from the cache
+    assert any("from cache" in o for o in second[1]["outputs"])
+    # the kept proposal now stands for the newest turn
+    assert second[2]["dataagent"]["turn_id"] != first[2]["dataagent"]["turn_id"]
+
+    # the user edits the first proposal, then runs everything again: the edit is kept
+    page.evaluate(
+        f"() => {NOTEBOOK}.content.model.sharedModel.cells[2].setSource('result = \"mine\"')"
+    )
+    run_all(page)
+    third = cells(page)
+    assert [c["source"] for c in third] == [
+        SETUP,
+        ASK_1,
+        first[2]["source"],
+        'result = "mine"',
+        ASK_2,
+        first[4]["source"],
+    ]
+    assert any("your edited version" in o for o in third[1]["outputs"])
