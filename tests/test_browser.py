@@ -370,6 +370,8 @@ def test_fix_with_data_agent_proposes_a_corrected_cell(
 ) -> None:
     panel = notebook_with_sales(page, lab, "fix.ipynb")
     fix = panel.locator(".jp-DataAgent-fix")
+    # connected first: a failing cell aborts the requests queued behind it (the panel's too)
+    expect(panel.locator(".jp-DataAgent-frame[data-frame='sales']")).to_be_visible()
     expect(fix).to_be_hidden()
     run_in_last_cell(page, "total = sales['revenu'].sum()")  # a typo: KeyError
     expect(fix).to_contain_text("The last cell raised KeyError.")
