@@ -241,6 +241,18 @@ class DataAgent(Configurable):
     output_dir = Unicode(
         ".dataagent", help="Folder (relative to the notebook's) where charts are saved as PNG."
     ).tag(config=True)
+    max_output_mb = Float(
+        20.0,
+        min=0.001,
+        help="Largest single output of an answer, in MB; all outputs of one answer together "
+        "may be 5 times this. What is cut is said in one line.",
+    ).tag(config=True)
+    max_saved_charts_mb = Float(
+        200.0,
+        min=0,
+        help="Charts saved to output_dir per session, in MB; the oldest are removed first. "
+        "0 turns saving off.",
+    ).tag(config=True)
 
     # --- storage ---------------------------------------------------------------------
     data_dir = Unicode(

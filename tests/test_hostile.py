@@ -23,8 +23,9 @@ import pyarrow as pa
 import pytest
 
 from dataagent_jupyter.config import DataAgent
-from dataagent_jupyter.errors import Cancelled, SandboxError
+from dataagent_jupyter.errors import Cancelled, ExecutionFailed, SandboxError
 from dataagent_jupyter.sandbox import Sandbox
+from dataagent_jupyter.sandbox.outputs import ChartFolder, OutputBudget, strip_controls
 from dataagent_jupyter.sandbox.transfer import RECIPE_KEY, TransferError, export_value
 from dataagent_jupyter.sandbox.untrusted import (
     LimitExceeded,
@@ -418,3 +419,129 @@ def test_a_changed_frame_file_is_written_again(sandbox):
         fh.write(b"\xff" * 8)
     assert ask_and_fetch(sandbox, "result = int(df['a'].iloc[-1])", {"df": frame}) == 999
     assert sandbox.bytes_sent() > sent  # the damaged version was dropped and rewritten
+
+
+# --- bounded outputs, clean text -------------------------------------------------------------
+
+
+def test_control_sequences_are_removed_and_colours_kept():
+    hostile = (
+        "\x1b]52;c;ZWNobyBwd25lZA==\x07"  # OSC 52: write the clipboard
+        "\x1b]0;fake title\x1b\\"  # OSC 0: window title, ST-terminated
+        "\x1b[2J\x1b[H\x1b[3J"  # clear the screen and scrollback
+        "\x1b[31mred\x1b[0m\tcol\r\nnext\x1b[6n\x1bP+q544e\x1b\\\x07\x08\x9b1m\x1b"
+    )
+    assert strip_controls(hostile) == "\x1b[31mred\x1b[0m\tcol\nnext"
+    assert strip_controls("plain\ttext\n") == "plain\ttext\n"
+    assert strip_controls("\x1b]52;c;" + "A" * 100_000) == ""  # unterminated: all of it
+
+
+def test_output_budget_cuts_large_outputs_and_the_answers_total():
+    budget = OutputBudget(per_output=1000, total=5000)
+    shown, whole = budget.admit({"text/plain": "x" * 900})
+    assert whole and shown == {"text/plain": "x" * 900}
+    note, whole = budget.admit({"image/png": "A" * 64_000})
+    assert not whole and "is not shown" in note["text/plain"]
+    assert "DataAgent.max_output_mb" in note["text/plain"] and len(note["text/plain"]) < 200
+    kept = [budget.admit({"text/plain": "y" * 900}) for _ in range(10)]
+    whole_ones = [k for k in kept if k is not None and k[1]]
+    cut = [k for k in kept if k is not None and not k[1]]
+    assert len(whole_ones) == 4 and len(cut) == 1  # one line says the rest is not shown
+    assert "rest of this answer's output is not shown" in cut[0][0]["text/plain"]
+    assert kept[-1] is None
+
+
+def test_saved_charts_stay_within_their_total(tmp_path):
+    folder = ChartFolder(tmp_path / "session", limit=2500)
+    paths = [folder.save(bytes([i]) * 1000) for i in range(4)]
+    assert all(paths)
+    left = sorted(p.name for p in (tmp_path / "session").iterdir())
+    assert left == ["chart-003.png", "chart-004.png"]  # the oldest removed first
+    assert folder.save(b"z" * 3000) is None  # larger than the whole allowance
+    off = ChartFolder(tmp_path / "off", limit=0)
+    assert off.save(b"png") is None and not (tmp_path / "off").exists()
+
+
+@pytest.fixture
+def small_outputs(sandbox):
+    saved = (sandbox.config.max_output_mb, sandbox.config.max_saved_charts_mb)
+    sandbox.config.max_output_mb = 0.5
+    yield sandbox
+    sandbox.config.max_output_mb, sandbox.config.max_saved_charts_mb = saved
+
+
+@pytest.mark.kernel
+def test_huge_displays_are_cut_in_one_line_each_and_never_saved(small_outputs):
+    box = small_outputs
+    code = (
+        "import base64\n"
+        "png = base64.b64encode(b'\\x89PNG' + b'\\0' * 3_000_000).decode()\n"
+        "for _ in range(6):\n"
+        "    display({'image/png': png}, raw=True)\n"
+    )
+    folder = Path(box.config.output_dir) / box.session_id
+    before_files = set(folder.glob("*")) if folder.exists() else set()
+    before = rss()
+    with box.question() as lease:
+        outputs = list(lease.run(code, {}))
+    assert rss() - before < RSS_BUDGET
+    notes = [o.data["text/plain"] for o in outputs]
+    assert len(outputs) == 6 and all("is not shown" in n and "4.0 MB" in n for n in notes)
+    assert all(o.saved is None and "image/png" not in o.data for o in outputs)
+    assert (set(folder.glob("*")) if folder.exists() else set()) == before_files
+
+
+@pytest.mark.kernel
+def test_an_answers_outputs_stop_at_their_total_with_one_line(small_outputs):
+    code = "for i in range(20):\n    display({'text/plain': str(i) * 400_000}, raw=True)\n"
+    with small_outputs.question() as lease:
+        outputs = list(lease.run(code, {}))
+    texts = [o.data["text/plain"] for o in outputs]
+    assert len(texts) == 7  # 6 x 0.4 MB fit in 5 x 0.5 MB; then one line
+    assert "rest of this answer's output is not shown" in texts[-1]
+
+
+@pytest.mark.kernel
+def test_charts_saved_per_session_are_capped_and_can_be_off(small_outputs):
+    box = small_outputs
+    plot = (
+        "import matplotlib.pyplot as plt\n"
+        "for i in range(6):\n"
+        "    fig, ax = plt.subplots()\n"
+        "    ax.plot(range(100), [x * i for x in range(100)])\n"
+        "    plt.show()\n"
+    )
+    box.config.max_saved_charts_mb = 0.05
+    with box.question() as lease:
+        outputs = list(lease.run(plot, {}))
+    charts = [o for o in outputs if "image/png" in o.data]
+    assert len(charts) == 6  # every chart is shown
+    folder = Path(charts[0].saved or charts[-1].saved).parent
+    sizes = [p.stat().st_size for p in folder.glob("chart-*.png")]
+    assert 0 < sum(sizes) <= 50_000
+    assert Path(charts[-1].saved).exists() and not Path(charts[0].saved).exists()
+    box.config.max_saved_charts_mb = 0
+    with box.question() as lease:
+        outputs = list(lease.run(plot, {}))
+    assert all(o.saved is None for o in outputs if "image/png" in o.data)
+
+
+@pytest.mark.kernel
+def test_child_text_reaches_the_user_without_control_sequences(sandbox):
+    code = (
+        "import sys\n"
+        "print('\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b]0;owned\\x07'\n"
+        "      '\\x1b[2Jok \\x1b[32mgreen\\x1b[0m')\n"
+        "print('\\x1b[1;1Hstderr too', file=sys.stderr)\n"
+        "raise ValueError('bad \\x1b]52;c;QUJD\\x07value\\x1b[2J')\n"
+    )
+    with sandbox.question() as lease:
+        outputs = []
+        with pytest.raises(ExecutionFailed) as info:
+            for output in lease.run(code, {}):
+                outputs.append(output)
+    streams = "".join(o.data["text/plain"] for o in outputs)
+    assert streams == "ok \x1b[32mgreen\x1b[0m\nstderr too\n"
+    error = info.value
+    assert error.evalue == "bad value" and "\x1b" not in error.message
+    assert "\x1b" not in error.traceback and "bad value" in error.traceback

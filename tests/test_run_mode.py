@@ -289,3 +289,55 @@ def test_a_question_asked_before_a_fresh_child_is_up_waits_and_says_so(
         assert [e.data["text/plain"] for e in events if isinstance(e, Output)] == [said]
         waits = [e for e in events if isinstance(e, Status) and "waiting for a fresh" in e.message]
         assert waits, [e for e in events if isinstance(e, Status)]
+
+
+def test_control_sequences_from_the_child_never_reach_the_notebook(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    server.script(
+        code_answer(
+            "print('\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b]0;owned\\x07\\x1b[2Jtotal '\n"
+            "      '\\x1b[1mbold\\x1b[0m')"
+        )
+    )
+    ex = kernel.execute("%%ask sales --run\nprint the total")
+    assert ex.ok, ex.error
+    shown = ex.text  # streams, displays and any error, as the notebook shows them
+    assert "total \x1b[1mbold\x1b[0m" in shown
+    assert "\x1b]" not in shown and "\x1b[2J" not in shown
+
+
+def test_control_sequences_from_the_child_never_reach_terminal_ipython(
+    server: LLMServer, tmp_path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    server.script(
+        code_answer(
+            "print('\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b]2;owned\\x07\\x1b[2Jterminal ok')"
+        )
+    )
+    script = (
+        "import pandas as pd\n"
+        "get_ipython().run_line_magic('load_ext', 'dataagent')\n"
+        "sales = pd.DataFrame({'a': [1, 2]})\n"
+        "get_ipython().run_cell_magic('ask', 'sales --run', 'print it')\n"
+    )
+    env = dict(
+        os.environ,
+        OPENAI_BASE_URL=server.url,
+        OPENAI_API_KEY=server.api_key or "",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--colors=nocolor", "-c", script],
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = done.stdout.decode(errors="replace")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert "terminal ok" in out
+    assert "\x1b]" not in out and "\x1b[2J" not in out

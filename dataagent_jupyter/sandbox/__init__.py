@@ -11,6 +11,7 @@ thrown away after the answer, so no answer can touch a later one. The pieces:
 - :mod:`.pool` - starting children ahead, handing them out, throwing them away;
 - :mod:`.frame_store` - frame files written once per version, linked into each child;
 - :mod:`.executor` - one run: messages to events, timeouts, cancel, death;
+- :mod:`.outputs` - bounds on what an answer shows and saves, control sequences out;
 - :mod:`.transfer` - the child's side of frames in and results out (stdlib-only top);
 - :mod:`.untrusted` - the user's kernel's strict reading of what the child sends.
 """
@@ -18,7 +19,6 @@ thrown away after the answer, so no answer can touch a later one. The pieces:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
@@ -35,6 +35,7 @@ from ..events import Output
 from .executor import RunOptions, execute
 from .frame_store import FrameStore
 from .limits import format_bytes, limits_from_config
+from .outputs import ChartFolder, OutputBudget
 from .pool import Child, ChildPool, execute_quietly, write_owner
 from .transfer import TransferError
 from .untrusted import ResultLimits, import_value, is_cancelled, parse_reply
@@ -87,7 +88,7 @@ class Sandbox:
         self.session_id = session_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self._store = FrameStore(owner=write_owner)
         self._pool = ChildPool(config, frame_dirs=self._store.child_folders, release=self._release)
-        self._charts = itertools.count(1)
+        self._charts = ChartFolder(Path(config.output_dir) / self.session_id, 0)
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self._store)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -168,14 +169,10 @@ class Sandbox:
         return self._store.bytes_written
 
     def _save_png(self, data: bytes) -> str | None:
-        folder = Path(self.config.output_dir) / self.session_id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"chart-{next(self._charts):03d}.png"
-            path.write_bytes(data)
-        except OSError:
-            return None  # a chart that cannot be saved is still shown
-        return str(path)
+        # Settings may change between answers (%config): read them at each chart.
+        self._charts.folder = Path(self.config.output_dir) / self.session_id
+        self._charts.limit = int(float(self.config.max_saved_charts_mb) * 1e6)
+        return self._charts.save(data)
 
 
 class Lease:
@@ -190,6 +187,7 @@ class Lease:
         self._box = box
         self._child: Child | None = None
         self._loaded: dict[str, Any] = {}  # frames the child holds: name -> object
+        self._budget = OutputBudget.from_config(box.config)  # for all its attempts
 
     @property
     def ready(self) -> bool:
@@ -241,6 +239,7 @@ class Lease:
             save_png=self._box._save_png,
             discard=self._box._pool.discard,
             loaded=loaded,
+            budget=self._budget,
         )
         unnamed = tuple(name for name in self._loaded if name not in frames)
         for name in unnamed:

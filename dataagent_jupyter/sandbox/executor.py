@@ -26,6 +26,7 @@ import zmq
 from ..errors import Cancelled, ChildDied, ExecutionFailed, ExecutionTimeout, SandboxError
 from ..events import Output
 from .limits import death_message
+from .outputs import OutputBudget, strip_controls
 from .pool import Child
 
 #: Seconds an interrupted run gets to stop before the child is replaced.
@@ -54,6 +55,8 @@ class RunOptions:
     discard: Callable[[Child], None] = lambda child: child.close()
     #: called once the frames are loaded in the child (the tracker may trust them then)
     loaded: Callable[[], None] = lambda: None
+    #: what the answer (all its attempts) may still show
+    budget: OutputBudget = field(default_factory=lambda: OutputBudget(20_000_000, 100_000_000))
 
 
 @dataclass
@@ -194,28 +197,29 @@ def execute(
             raise watch.stopped()
         if ename == "MemoryError":
             raise watch.out_of_memory()
-        traceback = trim_traceback(
-            error.get("traceback") or [], ename=ename, evalue=str(error.get("evalue", ""))
-        )
+        ename, evalue = _plain(ename)[:200], _plain(str(error.get("evalue", "")))
+        traceback = trim_traceback(error.get("traceback") or [], ename=ename, evalue=evalue)
         raise ExecutionFailed(
-            f"{ename}: {error.get('evalue', '')}".strip().rstrip(":"),
+            f"{ename}: {evalue}".strip().rstrip(":"),
             traceback=traceback,
             ename=ename,
-            evalue=str(error.get("evalue", "")),
+            evalue=evalue,
             hint="The traceback goes back to the model so it can fix the code.",
         )
     if watch.interrupted == "cancel":
         raise watch.stopped()  # finished anyway, but the user asked to stop: show nothing
     result = content.get("user_expressions", {}).get("result", {})
     if result.get("status") == "ok" and result.get("data", {}).get("text/plain") != "None":
-        data, metadata = result.get("data", {}), result.get("metadata", {})
-        yield Output(
-            kind="result",
-            data=data,
-            metadata=metadata,
-            attempt=options.attempt,
-            saved=_save_png(data, options),
-        )
+        admitted = options.budget.admit(result.get("data", {}))
+        if admitted is not None:
+            data, whole = admitted
+            yield Output(
+                kind="result" if whole else "display",
+                data=data,
+                metadata=result.get("metadata", {}) if whole else {},
+                attempt=options.attempt,
+                saved=_save_png(data, options) if whole else None,
+            )
 
 
 def _raise_prelude_error(watch: _Watch, reply: _Reply) -> None:
@@ -323,24 +327,36 @@ def _to_output(
         return None, streamed
     if kind == "stream":
         text = content.get("text", "")
-        if streamed >= MAX_STREAM_CHARS:
+        if streamed >= MAX_STREAM_CHARS or not isinstance(text, str):
             return None, streamed
         if streamed + len(text) > MAX_STREAM_CHARS:
             text = text[: MAX_STREAM_CHARS - streamed] + "\n[... further output not shown]\n"
+        streamed += len(text)
+        admitted = options.budget.admit({"text/plain": text}, len(text))
+        if admitted is None:
+            return None, streamed
+        data, whole = admitted
+        text = strip_controls(text) if whole else data["text/plain"]
+        if not text:
+            return None, streamed
+        name = content.get("name", "")
         return Output(
             kind="stream",
             data={"text/plain": text},
-            name=content.get("name", ""),
+            name=name if name in ("stdout", "stderr") else "stdout",
             attempt=options.attempt,
-        ), streamed + len(text)
+        ), streamed
     if kind in ("display_data", "update_display_data", "execute_result"):
-        data = content.get("data", {})
+        admitted = options.budget.admit(content.get("data", {}))
+        if admitted is None:
+            return None, streamed
+        data, whole = admitted
         return Output(
             kind="display",
             data=data,
-            metadata=content.get("metadata", {}),
+            metadata=content.get("metadata", {}) if whole else {},
             attempt=options.attempt,
-            saved=_save_png(data, options),
+            saved=_save_png(data, options) if whole else None,
         ), streamed
     if kind == "error":
         reply.error = content
@@ -373,7 +389,7 @@ def trim_traceback(
     blocks: list[str] = []
     repeats = 0
     for item in lines:
-        block = _ANSI.sub("", item).strip("\n")
+        block = _plain(str(item)).strip("\n")
         first = block.lstrip().split("\n", 1)[0]
         if not block.strip() or set(block.strip()) <= set("-"):
             continue
@@ -406,6 +422,11 @@ def trim_traceback(
         tail.insert(0, block)
         used += len(block) + 2
     return head + "\n\n... (traceback shortened) ...\n\n" + "\n\n".join(tail)
+
+
+def _plain(text: str) -> str:
+    """Child text for the model and for messages: no control sequences, no colours."""
+    return _ANSI.sub("", strip_controls(text))
 
 
 def _compact_library_frame(block: str) -> str:
