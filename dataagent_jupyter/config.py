@@ -76,6 +76,16 @@ class SecretTrait(TraitType[Secret | None, str | Secret | None]):
         return None  # pragma: no cover - error() raises
 
 
+#: The sandbox's protections by name (``sandbox.protections`` says what each one means).
+PROTECTION_NAMES = (
+    "landlock-fs",
+    "landlock-net",
+    "seccomp",
+    "netns",
+    "signal-scope",
+    "process-limit",
+)
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b|%)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -225,7 +235,14 @@ class DataAgent(Configurable):
     max_processes = Int(
         256,
         min=0,
-        help="Process/thread limit of the sandbox (RLIMIT_NPROC, enforced for non-root).",
+        help="Processes and threads the child kernel may start: a cgroup pids limit where "
+        "the machine allows one, else RLIMIT_NPROC set to the user's existing tasks plus "
+        "this many. 0 = no limit.",
+    ).tag(config=True)
+    disk_limit = Unicode(
+        "4G",
+        help="Total size of what the child kernel may write to its work folder and its "
+        "/dev/shm folder; past it the run is stopped and the kernel replaced. 0 = no limit.",
     ).tag(config=True)
     sandbox_network = Bool(
         False, help="Allow the child kernel to open network connections (off by default)."
@@ -234,6 +251,11 @@ class DataAgent(Configurable):
         Unicode(),
         help="Extra folders the child kernel may read (it sees only its work folder "
         "and the Python installation otherwise).",
+    ).tag(config=True)
+    sandbox_require = List(
+        Enum(list(PROTECTION_NAMES)),
+        help="Protections --run must have, by name: landlock-fs, landlock-net, seccomp, netns, "
+        "signal-scope, process-limit. Without one of them the run is refused.",
     ).tag(config=True)
     warm_child = Bool(
         True, help="Start one child kernel in the background when the extension loads."
@@ -305,8 +327,10 @@ class DataAgent(Configurable):
 
         return os.path.join(jupyter_data_dir(), "dataagent")
 
-    @validate("memory_limit", "max_file_size")
+    @validate("memory_limit", "max_file_size", "disk_limit")
     def _check_size(self, proposal: dict[str, Any]) -> str:
+        if proposal["trait"].name != "memory_limit" and str(proposal["value"]).strip()[-1:] == "%":
+            raise TraitError(f"{proposal['trait'].name} takes a size such as '4G', not a share")
         try:
             parse_size(proposal["value"], total=1)
         except ValueError as exc:

@@ -9,7 +9,9 @@ earlier turns; the model should read their current state.
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -153,6 +155,59 @@ def fix_message(traceback: str) -> str:
         "Fix the code. Answer again with a one-sentence explanation of the fix and one "
         "complete ```python code block (the whole code, not a diff)."
     )
+
+
+# What privacy='schema' lets through of a traceback (see schema_traceback).
+_CELL_FRAME = re.compile(r"^Cell In ?\[\d+\], line (\d+)")
+_LIB_FRAME = re.compile(r"^File (site-packages/[\w./-]+\.py|<[\w-]+>):(\d+)(?:, in (\w+))?$")
+_LIB_FRAME_OLD = re.compile(r"^File (site-packages/[\w./-]+\.py), line (\d+)(?:, in (\w+))?")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
+_CHAIN_LINES = (
+    "The above exception was the direct cause of the following exception:",
+    "During handling of the above exception, another exception occurred:",
+)
+_EXCEPTION_SUFFIXES = ("Error", "Exception", "Warning", "Exit", "Interrupt", "Iteration")
+
+
+def _is_exception_name(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1]
+    builtin = getattr(builtins, last, None)
+    return (isinstance(builtin, type) and issubclass(builtin, BaseException)) or last.endswith(
+        _EXCEPTION_SUFFIXES
+    )
+
+
+def schema_traceback(traceback: str, code: str, *, ename: str = "") -> str:
+    """A traceback for privacy='schema': exception types, line numbers, the failing lines.
+
+    An exception message may quote cell values ("could not convert 'Alice'"), over several
+    lines, and a chained exception carries its own. So nothing of the traceback text is
+    passed on except what is checked to be structure: exception class names, library
+    frame locations and line numbers of the generated code, whose lines are taken from
+    ``code`` itself (the model wrote them), never from the traceback.
+    """
+    lines = code.splitlines()
+    out = ["(privacy='schema': exception messages are withheld; the types and lines follow)"]
+    types = 0
+    for raw in traceback.splitlines():
+        line = raw.strip()
+        if not line or raw[:1].isspace():
+            continue  # source context, or the continuation of a message
+        if line in _CHAIN_LINES:
+            out.append(line)
+        elif m := _CELL_FRAME.match(line):
+            number = int(m.group(1))
+            if 1 <= number <= len(lines):
+                out.append(f"  at line {number} of the code: {lines[number - 1].strip()}")
+        elif m := _LIB_FRAME.match(line) or _LIB_FRAME_OLD.match(line):
+            where = f"  in {m.group(1)}, line {m.group(2)}"
+            out.append(where + (f", in {m.group(3)}" if m.group(3) else ""))
+        elif (m := _EXCEPTION.match(line)) and _is_exception_name(m.group(1)):
+            out.append(m.group(1))
+            types += 1
+    if not types and ename and _is_exception_name(ename):
+        out.append(ename)
+    return "\n".join(out)
 
 
 def outcome_summary(

@@ -64,6 +64,7 @@ from .prompts import (
     fix_message,
     outcome_summary,
     retry_no_code_message,
+    schema_traceback,
 )
 from .rules import RULES_SHARE, HouseRules, load_rules
 from .tokens import estimate_message_tokens
@@ -715,7 +716,9 @@ class Session:
         backend: ChatBackend = self._chat[1]
         history = self.history
         if history is not None:
-            cache = store.ResponseCache(history.database, cfg.cache_max_entries)
+            cache = store.ResponseCache(
+                history.database, cfg.cache_max_entries, endpoint=cfg.base_url
+            )
             backend = store.CachingBackend(
                 backend,
                 cache,
@@ -792,18 +795,10 @@ class Session:
         )
 
     def _traceback_for_model(self, turn: TurnState, exc: errors.ExecutionFailed) -> str:
-        """The traceback sent back for a fix. Under privacy='schema' the error message is
-        withheld (it may quote a cell value, "could not convert 'Alice'"); the exception
-        type and the failing lines of the model's own code are enough to fix most code."""
+        """The traceback sent back for a fix; under privacy='schema' structure only."""
         if turn.privacy != "schema":
             return exc.traceback
-        marker = f"{exc.ename}:" if exc.ename else None
-        return "\n".join(
-            f"{exc.ename}: (message withheld: privacy='schema')"
-            if marker and ln.lstrip().startswith(marker)
-            else ln
-            for ln in exc.traceback.splitlines()
-        )
+        return schema_traceback(exc.traceback, turn.code, ename=exc.ename)
 
     def _remember(
         self, cell: str | None, question: str, explanation: str, code: str, outcome: str

@@ -49,6 +49,10 @@ step "TypeScript unit tests"
 step "Python tests (kernels, sandbox, widget, browser)"
 DATAAGENT_CI=1 python -m pytest tests "$@"
 
+step "sandbox, run-mode and hostile-code suites as an unprivileged user"
+# Root skips RLIMIT_NPROC and gets a network namespace; an ordinary user takes the other paths.
+./scripts/test-unprivileged.sh
+
 step "example notebooks (strict nbval: stored outputs compared, replayed transcripts, no key)"
 # notebooks/sanitize.cfg masks timings, token counts, paths and ids; notebooks/conftest.py
 # applies display updates so the final answers are what is compared

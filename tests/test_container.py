@@ -217,9 +217,11 @@ from dataagent_jupyter.sandbox import Sandbox
 box = Sandbox(DataAgent(warm_child=False))
 try:
     with box.question() as lease:
-        out = [o.data.get("text/plain") for o in lease.run("print(6 * 7)", {{}})]
+        outputs = list(lease.run("print(6 * 7)", {{}}))
         st = box.status()
-    print(json.dumps({{"out": out, "protections": list(st.protections),
+    out = [o.data.get("text/plain") for o in outputs if o.name != "stderr"]
+    notice = [o.data.get("text/plain") for o in outputs if o.name == "stderr"]
+    print(json.dumps({{"out": out, "notice": notice, "protections": list(st.protections),
                       "problems": list(st.problems), "status": st._repr_markdown_()}}))
 finally:
     box.shutdown()
@@ -250,6 +252,10 @@ def test_sandbox_runs_and_says_what_is_missing_without_landlock_and_seccomp() ->
     problems = " ".join(report["problems"])
     assert "landlock: not offered by this kernel" in problems
     assert "seccomp: Operation not permitted" in problems
+    # the first run says so in one line, with what it means
+    assert len(report["notice"]) == 1 and report["notice"][0].count("\n") == 1
+    assert "landlock-fs" in report["notice"][0] and "seccomp" in report["notice"][0]
+    assert "can read your home folder" in report["notice"][0]
     # %dataagent status shows both lists
     assert "**Not available:**" in report["status"] and "landlock" in report["status"]
 

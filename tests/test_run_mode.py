@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -229,12 +231,78 @@ def test_schema_privacy_holds_in_the_fix_loop_and_follow_ups(
     ex = kernel.execute("%%ask sales --run --privacy schema\nfind the odd region")
     assert ex.ok, ex.error
     fix_request = server.chat_requests()[-1].text
-    assert "ValueError" in fix_request and "message withheld" in fix_request
+    assert "ValueError" in fix_request and "messages are withheld" in fix_request
     assert "SZQX" not in fix_request and "bad region S" not in fix_request
     kernel.execute("%%ask sales --run --privacy schema\nfollow up")
     follow_up = server.chat_requests()[-1].text
     assert "SZQX" not in follow_up  # the earlier result's value is not sent back
     assert "ran ok" in follow_up
+
+
+CHAINED = """def parse(value):
+    return int(value + 'ZQX')
+try:
+    parse(str(sales['region'].iloc[1]))
+except ValueError as err:
+    raise RuntimeError(
+        'could not use the region\\nrow 1 holds ' + str(sales['region'].iloc[1]) + 'ZQX'
+    ) from err"""
+
+
+def test_schema_fix_loop_sends_types_and_lines_never_messages(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    # A chained exception whose messages (one over two lines) both quote a cell value.
+    server.script(code_answer(CHAINED), code_answer("result = 1"))
+    ex = kernel.execute("%%ask sales --run --privacy schema\nparse the region")
+    assert ex.ok, ex.error
+    request = server.chat_requests()[-1]
+    fix_request = request.text
+    assert "SZQX" not in fix_request and "holds S" not in fix_request
+    assert "invalid literal" not in fix_request  # no message at all, not even the first
+    assert "ValueError" in fix_request and "RuntimeError" in fix_request
+    assert "direct cause" in fix_request
+    assert "line 2 of the code: return int(value + 'ZQX')" in fix_request
+    assert "line 6 of the code: raise RuntimeError(" in fix_request
+    # in sample mode the messages are what the model needs, and they are sent
+    server.script(code_answer(CHAINED), code_answer("result = 1"))
+    ex = kernel.execute("%%ask sales --run\nparse the region")
+    assert ex.ok, ex.error
+    assert "SZQX" in server.chat_requests()[-1].text
+
+
+def test_run_starts_while_another_process_holds_300_threads(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    # RLIMIT_NPROC counts every task of the user: an ordinary user with a browser open
+    # (hundreds of threads) could not start the child at all.
+    holder = hold_threads(320)
+    try:
+        assert kernel.execute("%dataagent restart").ok
+        server.script(code_answer("print('child started')"))
+        ex = kernel.execute("%%ask sales --run\nanything")
+        assert ex.ok, ex.error
+        assert "child started" in ex.stdout
+        assert "process limit" in wait_idle(kernel)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+def hold_threads(count: int) -> subprocess.Popen:
+    """Another process of this user holding ``count`` threads (a browser has that many)."""
+    script = (
+        "import sys, threading\n"
+        "stop = threading.Event()\n"
+        f"for _ in range({count}): threading.Thread(target=stop.wait, daemon=True).start()\n"
+        "print(threading.active_count(), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and int(holder.stdout.readline()) > count
+    return holder
 
 
 def test_a_frame_that_cannot_be_copied_is_named(kernel: Kernel, server: LLMServer) -> None:

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from traitlets import TraitError
 
-from dataagent_jupyter.config import DataAgent
+from dataagent_jupyter.config import PROTECTION_NAMES, DataAgent
 from dataagent_jupyter.errors import (
     Cancelled,
     ChildDied,
@@ -41,7 +42,8 @@ from dataagent_jupyter.sandbox.limits import (
     rlimits,
     scrub_env,
 )
-from dataagent_jupyter.sandbox.pool import sweep_stale
+from dataagent_jupyter.sandbox.pool import sweep_stale, user_parent
+from dataagent_jupyter.sandbox.protections import MEANING, check_required, missing, notice
 from dataagent_jupyter.sandbox.sent_frames import SentFrames
 from dataagent_jupyter.sandbox.transfer import (
     TransferError,
@@ -109,6 +111,9 @@ def sandbox(env_secrets, outdir):
     )
     box = Sandbox(config, session_id="test-session")
     box.start_warm()
+    # The first run of a session may say which protections this machine lacks (tested on
+    # its own below); the tests here look at what the code shows.
+    ask(box, "pass")
     yield box
     box.shutdown()
 
@@ -669,3 +674,208 @@ def test_tracker_sees_in_place_edits_and_forgets_dropped_frames():
     tracker.remember("df", df)
     del df
     assert tracker.names() == [] and tracker.pop_expired() == ["df"]
+
+
+# --- process limit, missing protections, disk limit, the stale-folder sweep ------------------
+
+# Starts threads, then processes, until the system refuses; prints how many it got and
+# releases them (processes exit by themselves, threads on the event).
+FORK_BOMB = """
+import os, threading, time
+stop = threading.Event()
+threads = []
+try:
+    for _ in range(5000):
+        t = threading.Thread(target=stop.wait, daemon=True)
+        t.start()
+        threads.append(t)
+except RuntimeError:
+    pass
+stop.set()
+for t in threads:
+    t.join()
+kids = []
+try:
+    for _ in range(5000):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(3)
+            os._exit(0)
+        kids.append(pid)
+except OSError:
+    pass
+for pid in kids:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+print(len(threads), len(kids))
+"""
+
+
+@pytest.mark.kernel
+def test_fork_bomb_is_stopped_by_the_process_limit(outdir):
+    box = Sandbox(DataAgent(max_processes=40, output_dir=str(outdir), exec_timeout=60))
+    try:
+        threads, kids = map(int, run_text(box, FORK_BOMB).split())
+        # The limit counts the kernel's own threads too, so the bomb gets fewer than 40.
+        assert 0 < threads < 40 and 0 < kids < 40
+        assert run_text(box, "print('still here')") == "still here\n"
+        assert any(p.startswith("process limit") for p in box.status().protections)
+    finally:
+        box.shutdown()
+
+
+def hold_threads(count: int) -> subprocess.Popen:
+    """Another process of this user holding ``count`` threads (a browser has that many)."""
+    script = (
+        "import sys, threading\n"
+        "stop = threading.Event()\n"
+        f"for _ in range({count}): threading.Thread(target=stop.wait, daemon=True).start()\n"
+        "print(threading.active_count(), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert int(holder.stdout.readline()) > count
+    return holder
+
+
+@pytest.mark.kernel
+def test_threads_held_elsewhere_do_not_stop_the_child(outdir):
+    # RLIMIT_NPROC counts every task of the user: with a plain limit of 256, a browser
+    # holding 300 threads kept an ordinary user's child from starting at all.
+    holder = hold_threads(320)
+    box = Sandbox(DataAgent(max_processes=256, output_dir=str(outdir)))
+    try:
+        code = "import threading\nprint(threading.active_count() > 0)"
+        assert run_text(box, code) == "True\n"
+        limit = [p for p in box.status().protections if p.startswith("process limit")]
+        assert limit, box.status().problems
+        if os.geteuid() != 0:
+            # the RLIMIT_NPROC path: the limit sits above what the user already runs
+            assert "cgroup" in limit[0] or "beyond the" in limit[0]
+    finally:
+        box.shutdown()
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+@pytest.mark.kernel
+def test_missing_protections_are_said_once_and_listed_in_status(outdir):
+    box = Sandbox(DataAgent(output_dir=str(outdir)))
+    try:
+        first = ask(box, "print(1)")
+        second = ask(box, "print(2)")
+        status = box.status()
+        notices = [o.data["text/plain"] for o in first if o.kind == "stream" and o.name == "stderr"]
+        if status.missing:
+            assert len(notices) == 1 and notices[0].count("\n") == 1
+            for name in status.missing:
+                assert name in notices[0] and name in status._repr_markdown_()
+        else:
+            assert notices == []
+        assert not [o for o in second if o.kind == "stream" and o.name == "stderr"]
+        if os.geteuid() != 0:
+            # an ordinary user gets no network namespace: that is said, not hidden
+            assert "netns" in status.missing
+            assert "shares this machine's network" in notices[0]
+    finally:
+        box.shutdown()
+
+
+@pytest.mark.kernel
+def test_sandbox_require_refuses_a_child_without_the_protection(outdir):
+    required = ["landlock-fs", "landlock-net"]
+    config = DataAgent(output_dir=str(outdir), sandbox_network=True, sandbox_require=required)
+    box = Sandbox(config)
+    try:
+        with pytest.raises(SandboxError) as info:
+            ask(box, "print('should not run')")
+        assert "landlock-net" in info.value.message and "sandbox_network" in info.value.message
+        assert "landlock-fs" not in info.value.message  # that one is there
+        config.sandbox_network = False
+        assert run_text(box, "print('ran')") == "ran\n"
+    finally:
+        box.shutdown()
+
+
+@pytest.mark.kernel
+def test_disk_limit_stops_a_child_that_writes_too_much(outdir):
+    config = DataAgent(output_dir=str(outdir), disk_limit="24M", exec_timeout=30)
+    box = Sandbox(config)
+    try:
+        big = pd.DataFrame({"x": np.arange(4_000_000, dtype="int64")})  # 32 MB, from the parent
+        code = "import time\ntime.sleep(1)\nprint(len(big))"
+        assert run_text(box, code, {"big": big}) == "4000000\n"
+        for where in ("work", "shm"):
+            lease = box.lease()
+            shm = lease.wait().transfer_dirs[0]  # this question's child's
+            assert shm.parent == Path("/dev/shm")
+            folder = "'.'" if where == "work" else repr(str(shm))
+            code = (
+                "import os, time\n"
+                "for i in range(40):\n"
+                f"    with open(os.path.join({folder}, f'f{{i}}'), 'wb') as fh:\n"
+                "        fh.write(os.urandom(1 << 20))\n"
+                "    time.sleep(0.05)\n"
+                "time.sleep(5)\n"
+            )
+            with pytest.raises(ChildDied) as info:
+                list(lease.run(code, {}))
+            lease.close()
+            assert "more than the 24.0 MiB allowed" in info.value.message
+            assert "DataAgent.disk_limit" in info.value.message
+            assert run_text(box, "print('replaced')") == "replaced\n"
+    finally:
+        box.shutdown()
+
+
+def test_sweep_only_touches_private_folders_of_this_user(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    parent = user_parent()
+    assert parent.parent == tmp_path and (parent.stat().st_mode & 0o777) == 0o700
+    dead = {"pid": 2**22 + 7, "started": 1.0}  # above pid_max: never a live process
+    stale, open_folder = parent / "dataagent-sandbox-a", parent / "dataagent-sandbox-b"
+    outside = tmp_path / "dataagent-sandbox-c"  # the old, shared place
+    for folder, mode in ((stale, 0o700), (open_folder, 0o755), (outside, 0o700)):
+        folder.mkdir(mode=mode)
+        folder.chmod(mode)
+        (folder / "owner.json").write_text(json.dumps(dead))
+    assert sweep_stale() == 1
+    assert not stale.exists() and open_folder.exists() and outside.exists()
+    # a parent that is not private is refused, not used
+    parent.chmod(0o755)
+    with pytest.raises(SandboxError, match="not a private folder"):
+        user_parent()
+
+
+def test_a_path_secret_does_not_remove_paths_under_it():
+    work = "/home/ana/project"
+    env = {
+        "PWD": work,
+        "PATH": f"{work}/.venv/bin:/usr/bin",
+        "VIRTUAL_ENV": f"{work}/.venv",
+        "SAME_AS_PWD": work,
+        "OPENAI_API_KEY": LLM_KEY,
+        "KEY_IN_A_PATH": f"/opt/{LLM_KEY}/bin",
+    }
+    clean = scrub_env(env)
+    assert clean == {"PATH": f"{work}/.venv/bin:/usr/bin", "VIRTUAL_ENV": f"{work}/.venv"}
+
+
+def test_protection_names_say_what_missing_means():
+    assert set(MEANING) == set(PROTECTION_NAMES)
+    config = DataAgent()
+    assert missing(config, PROTECTION_NAMES) == ()
+    assert missing(config, ["landlock-net"])[0] == "landlock-fs"
+    line = notice(["landlock-fs"])
+    assert "\n" not in line and "can read your home folder" in line
+    assert "landlock-net" not in missing(DataAgent(sandbox_network=True), [])
+    assert "process-limit" not in missing(DataAgent(max_processes=0), [])
+    with pytest.raises(SandboxError, match="seccomp"):
+        check_required(DataAgent(sandbox_require=["seccomp"]), ["landlock-fs"])
+    check_required(DataAgent(sandbox_require=["seccomp"]), ["seccomp"])
+    with pytest.raises(TraitError):
+        DataAgent(sandbox_require=["landlock"])
+    with pytest.raises(TraitError):
+        DataAgent(disk_limit="50%")

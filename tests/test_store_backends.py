@@ -92,6 +92,26 @@ def test_second_identical_question_makes_no_request(
     assert again.source == "cache" and len(llm.chat_requests()) == 2
 
 
+def test_same_model_on_two_endpoints_does_not_share_answers(tmp_path: Path) -> None:
+    # A local server and a hosted one may both call their model "gpt-4o-mini".
+    with LLMServer() as local, LLMServer() as hosted, History.open(tmp_path) as history:
+        local.script("answer from the local server")
+        hosted.script("answer from the hosted server")
+        at_local = CachingBackend(
+            endpoint(local), ResponseCache(history.database, endpoint=local.url)
+        )
+        at_hosted = CachingBackend(
+            endpoint(hosted), ResponseCache(history.database, endpoint=hosted.url + "/")
+        )
+        first, _ = complete(at_local, ask("revenue per region?"))
+        second, _ = complete(at_hosted, ask("revenue per region?"))
+        assert first.text == "answer from the local server"
+        assert second.text == "answer from the hosted server" and second.source == "endpoint"
+        again, _ = complete(at_local, ask("revenue per region?"))
+        assert again.source == "cache" and again.text == "answer from the local server"
+        assert len(local.chat_requests()) == 1 and len(hosted.chat_requests()) == 1
+
+
 def test_cache_switches(llm: LLMServer, cache: ResponseCache) -> None:
     llm.script("one", "two", "three", "four")
     enabled = {"on": False}

@@ -37,6 +37,7 @@ from .frame_store import FrameStore
 from .limits import format_bytes, limits_from_config
 from .outputs import ChartFolder, OutputBudget
 from .pool import Child, ChildPool, execute_quietly, write_owner
+from .protections import describe, missing, notice
 from .transfer import TransferError
 from .untrusted import ResultLimits, import_value, is_cancelled, parse_reply
 
@@ -53,6 +54,7 @@ class SandboxStatus:
     limits: dict[str, str] = field(default_factory=dict)
     protections: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # promised protections the child lacks, by name
     frames: tuple[str, ...] = ()
     session_id: str = ""
 
@@ -67,6 +69,8 @@ class SandboxStatus:
             lines.append("**Protections:** " + ", ".join(self.protections))
         elif self.state in ("idle", "busy"):
             lines.append("**Protections:** none could be applied on this system")
+        if self.missing:
+            lines.append("**Missing protections:** " + describe(self.missing))
         if self.problems:
             lines.append("**Not available:** " + "; ".join(self.problems))
         if self.frames:
@@ -89,6 +93,7 @@ class Sandbox:
         self._store = FrameStore(owner=write_owner)
         self._pool = ChildPool(config, frame_dirs=self._store.child_folders, release=self._release)
         self._charts = ChartFolder(Path(config.output_dir) / self.session_id, 0)
+        self._told_missing = threading.Event()  # the first run says what protections lack
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self._store)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -110,6 +115,13 @@ class Sandbox:
     def shutdown(self) -> None:
         """Stop every child and delete the folders; idempotent (also runs at exit)."""
         self._finalizer()
+
+    def _first_notice(self, child: Child) -> str:
+        """The one-line "protections missing" notice, for the session's first run only."""
+        if self._told_missing.is_set():
+            return ""
+        self._told_missing.set()
+        return notice(missing(self.config, child.applied))
 
     def _release(self, child: Child) -> None:
         self._store.release(child.frame_dirs)
@@ -147,6 +159,7 @@ class Sandbox:
                 limits=limits,
                 protections=last.protections if last and state == "starting" else (),
                 problems=last.problems if last and state == "starting" else (),
+                missing=missing(self.config, last.applied) if last and state == "starting" else (),
                 frames=frames,
                 session_id=self.session_id,
             )
@@ -160,6 +173,7 @@ class Sandbox:
             limits=limits,
             protections=child.protections,
             problems=child.problems,
+            missing=missing(self.config, child.applied),
             frames=frames,
             session_id=self.session_id,
         )
@@ -220,6 +234,9 @@ class Lease:
         """
         _check_frames(frames)
         child = self.wait(cancel)
+        line = self._box._first_notice(child)
+        if line:
+            yield Output(kind="stream", data={"text/plain": line + "\n"}, name="stderr")
         files: dict[str, str] = {}
         keep: list[str] = []
         for name, obj in frames.items():

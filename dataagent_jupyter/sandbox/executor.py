@@ -146,7 +146,7 @@ class _Watch:
                 -returncode in (signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV)
                 and self.peak_vms >= 0.8 * limit
             )
-        message = death_message(
+        message = child.stopped_for or death_message(
             child.limits, returncode=returncode, out_of_memory=out_of_memory, cpu_used=self.cpu_used
         )
         self.options.discard(child)

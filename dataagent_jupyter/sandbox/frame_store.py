@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FrameError, SandboxError
+from .pool import shm_prefix, user_parent
 from .sent_frames import SentFrames
 from .transfer import write_pickled
 
@@ -72,10 +73,10 @@ class FrameStore:
     def _ensure_roots(self) -> list[Path]:
         if not self._roots:
             shm = Path("/dev/shm")
-            disk = Path(tempfile.mkdtemp(prefix="dataagent-sandbox-frames-"))
+            disk = Path(tempfile.mkdtemp(prefix="dataagent-sandbox-frames-", dir=user_parent()))
             roots = [disk]
             if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
-                roots.insert(0, Path(tempfile.mkdtemp(prefix="dataagent-frames-", dir=shm)))
+                roots.insert(0, Path(tempfile.mkdtemp(prefix=shm_prefix() + "frames-", dir=shm)))
             self._owner(disk, roots[0] if len(roots) > 1 else None)
             for root in roots:
                 (root / "v").mkdir(mode=0o700)

@@ -6,7 +6,9 @@ its dependencies before the sandbox is up). It uses the standard library only.
 
 Order matters, because each step removes a power the next one may need:
 
-1. resource limits (address space, CPU seconds, file size, processes);
+1. resource limits (address space, CPU seconds, file size), and the process limit: the
+   child joins the cgroup ``pids`` group the parent made for it, else ``RLIMIT_NPROC`` is
+   set to the tasks the user already runs plus the allowance (Linux counts all of them);
 2. a private network namespace, when we are root (needs ``CAP_SYS_ADMIN``);
 3. drop every capability (bounding set, ambient, effective/permitted/inheritable) and
    lock the securebits, so uid 0 means nothing special any more: no ``setns()`` back into
@@ -16,9 +18,11 @@ Order matters, because each step removes a power the next one may need:
    writable, no TCP bind/connect, no abstract-socket connects or signals outside the
    sandbox.
 
-Every step that the kernel here cannot do is skipped and left out of ``PROTECTIONS``;
-the parent reads that list (``import _dataagent_sandbox``) and reports it in
-``Sandbox.status()``. Nothing is scrubbed here: the parent passes a scrubbed environment.
+Every step that the kernel here cannot do is skipped and left out of ``PROTECTIONS``
+(what was done, in words) and ``APPLIED`` (the names ``DataAgent.sandbox_require`` uses);
+the parent reads both (``import _dataagent_sandbox``), reports them in
+``Sandbox.status()`` and tells the user what is missing. Nothing is scrubbed here: the
+parent passes a scrubbed environment.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from typing import Any
 
 #: What this process actually achieved, read by the parent after start-up.
 PROTECTIONS: list[str] = []
+#: The same, by the names of :mod:`.protections` ("landlock-fs", "seccomp", ...).
+APPLIED: list[str] = []
 #: Steps that were wanted but failed, with the reason (shown in status, for diagnosis).
 PROBLEMS: list[str] = []
 
@@ -188,10 +194,15 @@ def apply_landlock(policy: dict[str, Any]) -> None:
     finally:
         os.close(ruleset_fd)
     PROTECTIONS.append("landlock filesystem")
+    APPLIED.append("landlock-fs")
     if block_net:
         PROTECTIONS.append("network blocked (landlock tcp)")
+        APPLIED.append("landlock-net")
     if abi >= 6:
         PROTECTIONS.append("signals and abstract sockets scoped (landlock)")
+        APPLIED.append("signal-scope")
+    else:
+        PROBLEMS.append(f"landlock signal scoping: ABI {abi} is too old (needs 6)")
 
 
 # --- capabilities, namespaces, no_new_privs -----------------------------------------------
@@ -242,6 +253,7 @@ def unshare_network() -> None:
     """A fresh network namespace: no interfaces at all, not even a usable loopback."""
     if _libc.unshare(ctypes.c_int(_CLONE_NEWNET)) == 0:
         PROTECTIONS.append("network namespace (no interfaces)")
+        APPLIED.append("netns")
     else:
         PROBLEMS.append(f"network namespace: {os.strerror(ctypes.get_errno())}")
 
@@ -291,10 +303,6 @@ def apply_rlimits(limits: dict[str, list[int]]) -> None:
             applied.append(name)
         except (ValueError, OSError) as exc:
             PROBLEMS.append(f"{name}: {exc}")
-    if "RLIMIT_NPROC" in applied and os.geteuid() == 0:
-        # Linux never applies RLIMIT_NPROC to uid 0, capabilities or not: do not claim it.
-        applied.remove("RLIMIT_NPROC")
-        PROBLEMS.append("process limit: not enforced for root")
     if applied:
         names = ", ".join(n.removeprefix("RLIMIT_").lower() for n in applied)
         PROTECTIONS.append(f"resource limits ({names})")
@@ -378,6 +386,7 @@ def seal(network: bool = False) -> None:
     PROTECTIONS.append(
         "no new sockets (seccomp)" if not network else "no new unix sockets (seccomp)"
     )
+    APPLIED.append("seccomp")
 
 
 def _load_transfer(path: str) -> None:
@@ -391,9 +400,75 @@ def _load_transfer(path: str) -> None:
     spec.loader.exec_module(module)
 
 
+def count_user_tasks(uid: int) -> int:
+    """Tasks (processes and threads) whose real uid is ``uid``: what RLIMIT_NPROC counts."""
+    total = 0
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as fh:
+                real_uid, threads = None, 0
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        real_uid = int(line.split()[1])
+                    elif line.startswith("Threads:"):
+                        threads = int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        if real_uid == uid:
+            total += threads
+    return total
+
+
+def limit_processes(max_tasks: int, cgroup: str | None) -> None:
+    """Bound the child's tasks to ``max_tasks`` however the machine allows.
+
+    A cgroup counts only the child's own tasks. ``RLIMIT_NPROC`` counts every task of the
+    user (a browser alone holds hundreds of threads), so it is set to what the user runs
+    now plus ``max_tasks``: a fork bomb still stops, an ordinary desk still works.
+    """
+    if not max_tasks:
+        return
+    if cgroup:
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+            PROTECTIONS.append(f"process limit: {max_tasks} tasks (cgroup pids)")
+            APPLIED.append("process-limit")
+            return
+        except OSError as exc:
+            PROBLEMS.append(f"cgroup pids: {exc.strerror}")
+    if os.geteuid() == 0:
+        # Linux never applies RLIMIT_NPROC to uid 0, capabilities or not: do not claim it.
+        PROBLEMS.append("process limit: not enforced for root without a cgroup pids group")
+        return
+    existing = count_user_tasks(os.getuid())
+    limit = existing + max_tasks
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    except (ValueError, OSError) as exc:
+        PROBLEMS.append(f"process limit: {exc}")
+        return
+    PROTECTIONS.append(
+        f"process limit: {limit - existing} tasks beyond the {existing} this user already "
+        "runs (RLIMIT_NPROC)"
+    )
+    APPLIED.append("process-limit")
+
+
 def lock_down(policy: dict[str, Any]) -> None:
     """Apply every protection the policy asks for, in the order that keeps them possible."""
     apply_rlimits(policy.get("rlimits", {}))
+    limit_processes(int(policy.get("max_tasks") or 0), policy.get("cgroup"))
     if not sys.platform.startswith("linux"):
         PROBLEMS.append(f"namespaces, capabilities, no_new_privs, Landlock: not on {sys.platform}")
         return
@@ -410,7 +485,7 @@ def lock_down(policy: dict[str, Any]) -> None:
 
 def report() -> str:
     """What was applied and what failed, as JSON (the parent asks once, after start)."""
-    return json.dumps({"protections": PROTECTIONS, "problems": PROBLEMS})
+    return json.dumps({"protections": PROTECTIONS, "applied": APPLIED, "problems": PROBLEMS})
 
 
 def main(argv: list[str]) -> None:

@@ -79,7 +79,11 @@ def limits_from_config(config: Any) -> Limits:
 
 
 def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
-    """``resource`` limits for the launcher, by name: ``{"RLIMIT_AS": (soft, hard)}``."""
+    """``resource`` limits for the launcher, by name: ``{"RLIMIT_AS": (soft, hard)}``.
+
+    The process limit is not among them: it depends on what the user runs when the child
+    starts, so the launcher sets it (see ``launcher.limit_processes``).
+    """
     out: dict[str, tuple[int, int]] = {"RLIMIT_CORE": (0, 0)}  # no core dumps of user data
     if limits.memory:
         out["RLIMIT_AS"] = (limits.memory, limits.memory)
@@ -87,8 +91,6 @@ def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
         out["RLIMIT_CPU"] = (limits.cpu_seconds, limits.cpu_seconds + _CPU_GRACE)
     if limits.file_size:
         out["RLIMIT_FSIZE"] = (limits.file_size, limits.file_size)
-    if limits.processes:
-        out["RLIMIT_NPROC"] = (limits.processes, limits.processes)
     return out
 
 
@@ -171,7 +173,9 @@ def scrub_env(env: Mapping[str, str], *, secrets: Iterable[str | None] = ()) -> 
     Drops variables whose *name* looks secret, variables whose *value* holds a password in
     a URL, and variables whose value contains any known secret value: the LLM key passed
     in ``secrets`` and the value of every variable dropped by name (a key is often copied
-    into a second, innocently named variable).
+    into a second, innocently named variable). A secret that is a path (``PWD``) only
+    matches a whole value or a whole ``:``-separated entry: ``PATH`` and ``VIRTUAL_ENV``
+    naming folders *under* the working folder are not copies of it.
     """
     dropped = {name for name in env if is_secret_name(name)}
     values = {v for v in secrets if v and len(v) >= _MIN_SECRET_LEN}
@@ -180,10 +184,17 @@ def scrub_env(env: Mapping[str, str], *, secrets: Iterable[str | None] = ()) -> 
     for name, value in env.items():
         if name in dropped or _URL_WITH_PASSWORD.search(value):
             continue
-        if any(secret in value for secret in values):
+        if any(_holds(value, secret) for secret in values):
             continue
         clean[name] = value
     return clean
+
+
+def _holds(value: str, secret: str) -> bool:
+    """Does ``value`` contain ``secret``? (a path secret only as a whole entry)."""
+    if secret.startswith("/"):
+        return secret.rstrip("/") in {entry.rstrip("/") for entry in value.split(os.pathsep)}
+    return secret in value
 
 
 # --- explaining a death ----------------------------------------------------------------------

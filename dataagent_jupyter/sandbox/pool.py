@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import site
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -33,8 +34,12 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
+from ..config import parse_size
 from ..errors import Cancelled, SandboxError
+from .cgroups import create_pids_group, remove_group
+from .disk import DiskWatch
 from .limits import Limits, format_bytes, limits_from_config, rlimits, scrub_env
+from .protections import NAMES, check_required
 from .transfer import TransferError
 from .untrusted import parse_reply
 
@@ -136,6 +141,11 @@ class Child:
     limits: Limits
     protections: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()  # protections by name (see .protections)
+    cgroup: Path | None = None
+    disk: DiskWatch | None = None
+    #: Why the parent killed it (a limit it enforces itself), for the death message.
+    stopped_for: str | None = None
     #: read-only folders where the frames of its question are linked (see frame_store)
     frame_dirs: tuple[Path, ...] = ()
     #: called once the process is gone, to release its frame folders
@@ -190,6 +200,8 @@ class Child:
         if self.closed:
             return
         self.closed = True
+        if self.disk is not None:
+            self.disk.stop()
         self.kill()
         try:
             self.client.stop_channels()
@@ -204,8 +216,15 @@ class Child:
                 self.on_close(self)
             except Exception:
                 log.debug("releasing the frame folders failed", exc_info=True)
+        if self.cgroup is not None:
+            remove_group(self.cgroup)  # also kills grandchildren outside its process group
         for path in (self.root, *self.transfer_dirs):
             shutil.rmtree(path, ignore_errors=True)
+
+    def stop_for(self, reason: str) -> None:
+        """Kill the process now for a limit the parent enforces; ``reason`` explains it."""
+        self.stopped_for = reason
+        self.kill()
 
 
 _OWNER = "owner.json"
@@ -222,14 +241,52 @@ def _process_started(pid: int) -> float | None:
         return None
 
 
-def write_owner(root: Path, shm: Path | None) -> None:
-    """Record who owns ``root`` (and its /dev/shm twin), for :func:`sweep_stale`."""
+def write_owner(root: Path, shm: Path | None, *, cgroup: Path | None = None) -> None:
+    """Record who owns ``root`` (and its /dev/shm twin, its cgroup), for :func:`sweep_stale`."""
     owner = {
         "pid": os.getpid(),
         "started": _process_started(os.getpid()),
         "shm": str(shm) if shm else None,
+        "cgroup": str(cgroup) if cgroup else None,
     }
     (root / _OWNER).write_text(json.dumps(owner))
+
+
+def _private_dir(path: Path) -> bool:
+    """A real folder (not a link) of this user that nobody else may enter (mode 0700)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+    )
+
+
+def user_parent() -> Path:
+    """``$TMPDIR/dataagent-<uid>``: this user's private folder for the sandbox's folders.
+
+    The shared temporary folder is writable by everyone; a per-user parent of mode 0700
+    means the sweep below only ever looks at folders this user made.
+    """
+    parent = Path(tempfile.gettempdir()) / f"dataagent-{os.getuid()}"
+    try:
+        parent.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SandboxError(f"The sandbox folder {parent} cannot be made: {exc.strerror}.") from None
+    if not _private_dir(parent):
+        raise SandboxError(
+            f"{parent} exists but is not a private folder of this user (mode 0700).",
+            hint="Remove it (another user may have made it) or set TMPDIR to a folder of yours.",
+        )
+    return parent
+
+
+def shm_prefix() -> str:
+    """Name prefix of this user's folders in /dev/shm (the sweep checks it)."""
+    return f"dataagent-{os.getuid()}-"
 
 
 def sweep_stale() -> int:
@@ -238,10 +295,14 @@ def sweep_stale() -> int:
     A user's kernel that Jupyter kills (restart, "shut down now") runs no exit handlers;
     its child follows it (ipykernel watches its parent) but the folders stay, including
     the one in /dev/shm. Each root folder names its owner (pid and start time), so only
-    folders of processes that are gone are removed. Returns how many were removed.
+    folders of processes that are gone are removed; and only folders in this user's
+    private parent, owned by this user and of mode 0700, are looked at. Returns how many
+    were removed.
     """
     removed = 0
-    for root in Path(tempfile.gettempdir()).glob(_ROOT_PREFIX + "*"):
+    for root in user_parent().glob(_ROOT_PREFIX + "*"):
+        if not _private_dir(root):
+            continue
         try:
             info = json.loads((root / _OWNER).read_text())
             pid, started = int(info["pid"]), info.get("started")
@@ -251,8 +312,12 @@ def sweep_stale() -> int:
         if now_started is not None and (started is None or abs(now_started - started) < 1):
             continue  # the owner is alive
         shm = Path(str(info.get("shm") or ""))
-        if shm.parent == Path("/dev/shm") and shm.name.startswith("dataagent-"):
+        in_shm = shm.parent == Path("/dev/shm") and shm.name.startswith(shm_prefix())
+        if in_shm and _private_dir(shm):
             shutil.rmtree(shm, ignore_errors=True)
+        group = info.get("cgroup")
+        if group and str(group).startswith("/sys/fs/cgroup/"):
+            remove_group(Path(group))
         shutil.rmtree(root, ignore_errors=True)
         removed += 1
     return removed
@@ -267,20 +332,24 @@ def start_child(config: Any, *, warm: bool = True, frame_dirs: tuple[Path, ...] 
         _swept.set()
         sweep_stale()
     limits = limits_from_config(config)
-    root = Path(tempfile.mkdtemp(prefix=_ROOT_PREFIX))
+    disk_limit = parse_size(config.disk_limit, total=1)
+    root = Path(tempfile.mkdtemp(prefix=_ROOT_PREFIX, dir=user_parent()))
     conn_dir, work_dir, disk_xfer = root / "conn", root / "work", root / "transfer"
     for path in (conn_dir, work_dir, disk_xfer, work_dir / "tmp", work_dir / ".mpl"):
         path.mkdir(mode=0o700)
     transfer_dirs = [disk_xfer]
     shm = _shm_dir()
     if shm:
-        transfer_dirs.insert(0, Path(tempfile.mkdtemp(prefix="dataagent-", dir=shm)))
-    write_owner(root, transfer_dirs[0] if shm else None)
+        transfer_dirs.insert(0, Path(tempfile.mkdtemp(prefix=shm_prefix(), dir=shm)))
+    cgroup = create_pids_group(limits.processes) if limits.processes else None
+    write_owner(root, transfer_dirs[0] if shm else None, cgroup=cgroup)
     connection_file = conn_dir / "kernel.json"
     log_path = root / "kernel.log"
 
     policy = {
         "rlimits": rlimits(limits),
+        "max_tasks": limits.processes or 0,
+        "cgroup": str(cgroup) if cgroup else None,
         "read": [
             *python_paths(),
             *_SYSTEM_READ,
@@ -343,6 +412,7 @@ def start_child(config: Any, *, warm: bool = True, frame_dirs: tuple[Path, ...] 
             pid=_kernel_pid(km),
             limits=limits,
             frame_dirs=frame_dirs,
+            cgroup=cgroup,
         )
         try:
             client.wait_for_ready(timeout=_START_TIMEOUT)
@@ -352,7 +422,14 @@ def start_child(config: Any, *, warm: bool = True, frame_dirs: tuple[Path, ...] 
             tail = child.log_tail()
             child.close()
             raise _start_error(tail, limits) from exc
-        child.protections, child.problems = _parse_report(report)
+        child.protections, child.applied, child.problems = _parse_report(report)
+        try:
+            check_required(config, child.applied)
+        except SandboxError:
+            child.close()
+            raise
+        if disk_limit:
+            child.disk = _watch_disk(child, disk_limit)
         return child
     except BaseException:
         if client is None:
@@ -360,9 +437,27 @@ def start_child(config: Any, *, warm: bool = True, frame_dirs: tuple[Path, ...] 
                 km.shutdown_kernel(now=True)
             except Exception:
                 pass
+            if cgroup is not None:
+                remove_group(cgroup)
             for path in (root, *transfer_dirs):
                 shutil.rmtree(path, ignore_errors=True)
         raise
+
+
+def _watch_disk(child: Child, limit: int) -> DiskWatch:
+    """Stop ``child`` once its work and /dev/shm folders hold more than ``limit`` bytes."""
+    folders = [child.work_dir, *(p for p in child.transfer_dirs if p.parent == Path("/dev/shm"))]
+
+    def exceeded(used: int) -> None:
+        child.stop_for(
+            f"the analysis wrote {format_bytes(used)} to its folders, more than the "
+            f"{format_bytes(limit)} allowed; it was stopped and replaced - write less (or "
+            "nothing: results come back by themselves), or raise DataAgent.disk_limit."
+        )
+
+    watch = DiskWatch(folders, limit, exceeded)
+    watch.start()
+    return watch
 
 
 def _start_error(log_tail: str, limits: Limits) -> SandboxError:
@@ -449,14 +544,22 @@ def execute_quietly(
         return content.get("user_expressions", {})
 
 
-def _parse_report(expressions: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _parse_report(
+    expressions: dict[str, Any],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(protections in words, protections by name, problems) from the launcher's report."""
     if expressions.get("report", {}).get("status") != "ok":
-        return (), ("the kernel did not report its protections",)
+        return (), (), ("the kernel did not report its protections",)
     try:
         report = parse_reply(expressions, "report")
     except TransferError:
-        return (), ("the kernel's report of its protections was unreadable",)
-    return tuple(report.get("protections", ())), tuple(report.get("problems", ()))
+        return (), (), ("the kernel's report of its protections was unreadable",)
+    applied = report.get("applied", ())
+    return (
+        tuple(report.get("protections", ())),
+        tuple(name for name in NAMES if isinstance(applied, list) and name in applied),
+        tuple(report.get("problems", ())),
+    )
 
 
 class ChildPool:

@@ -1,14 +1,17 @@
 """Answers to identical requests, stored so the same question is neither paid for nor waited
 for twice.
 
-The key is :meth:`ChatRequest.key`: model, every message (frame descriptions included) and
-temperature. A changed frame changes its description, so the prompt and the key change
-and the cache misses by construction; nothing needs invalidating. Entries live in their own
-table of the history database and are evicted least-recently-used beyond ``max_entries``.
+The key is the endpoint (base URL) plus :meth:`ChatRequest.key`: model, every message
+(frame descriptions included) and temperature. The same model name on two endpoints (a
+local server and a hosted one) is two different models. A changed frame changes its
+description, so the prompt and the key change and the cache misses by construction; nothing
+needs invalidating. Entries live in their own table of the history database and are
+evicted least-recently-used beyond ``max_entries``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from .. import errors
-from ..llm import ChatBackend, ChatRequest, ChatResponse, OnDelta, iter_text
+from ..llm import DEFAULT_ENDPOINT, ChatBackend, ChatRequest, ChatResponse, OnDelta, iter_text
 from .db import Database
 from .metrics import Metrics
 
@@ -44,10 +47,15 @@ class ResponseCache:
     """A bounded, least-recently-used store of chat responses keyed by request."""
 
     def __init__(
-        self, db: str | os.PathLike[str] | sqlite3.Connection | Database, max_entries: int = 2000
+        self,
+        db: str | os.PathLike[str] | sqlite3.Connection | Database,
+        max_entries: int = 2000,
+        *,
+        endpoint: str | None = None,
     ) -> None:
         self.database = Database.of(db)
         self.max_entries = max_entries
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         exists = self.database.query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'responses'"
         )
@@ -56,9 +64,13 @@ class ResponseCache:
                 for statement in _SCHEMA:
                     conn.execute(statement)
 
+    def key(self, request: ChatRequest) -> str:
+        """The cache key of ``request`` at this cache's endpoint."""
+        return hashlib.sha256(f"{self.endpoint}\n{request.key()}".encode()).hexdigest()
+
     def get(self, request: ChatRequest) -> ChatResponse | None:
         """The stored answer for ``request`` (``source="cache"``), or None."""
-        key = request.key()
+        key = self.key(request)
         with self.database.write("read the response cache") as conn:
             row = conn.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
             if row is None:
@@ -85,7 +97,7 @@ class ResponseCache:
                 "(?, ?, ?, ?, (SELECT coalesce(max(used), 0) + 1 FROM responses)) "
                 "ON CONFLICT (key) DO UPDATE SET response = excluded.response, "
                 "model = excluded.model, created = excluded.created, used = excluded.used",
-                (request.key(), request.model, body, time.time()),
+                (self.key(request), request.model, body, time.time()),
             )
             # Everything older than the max_entries most recently used goes.
             conn.execute(
@@ -98,7 +110,7 @@ class ResponseCache:
     def discard(self, request: ChatRequest) -> None:
         """Forget the answer to ``request`` (e.g. its code failed; ask afresh next time)."""
         with self.database.write("write the response cache") as conn:
-            conn.execute("DELETE FROM responses WHERE key = ?", (request.key(),))
+            conn.execute("DELETE FROM responses WHERE key = ?", (self.key(request),))
 
     def clear(self) -> None:
         """Forget every stored answer."""
