@@ -354,7 +354,8 @@ def test_a_question_asked_before_a_fresh_child_is_up_waits_and_says_so(
         session.close()
     for events, said in ((first, "one\n"), (second, "two\n")):
         assert isinstance(events[-1], Done), events[-1]
-        assert [e.data["text/plain"] for e in events if isinstance(e, Output)] == [said]
+        printed = [e for e in events if isinstance(e, Output) and e.name == "stdout"]
+        assert [e.data["text/plain"] for e in printed] == [said]
         waits = [e for e in events if isinstance(e, Status) and "waiting for a fresh" in e.message]
         assert waits, [e for e in events if isinstance(e, Status)]
 
