@@ -19,7 +19,21 @@ from typing import TYPE_CHECKING, Any
 from IPython.display import DisplayHandle, display
 
 from . import errors
-from .events import CodeProposed, Delta, Done, Event, Failed, Mode, Output, RunFailed, Status
+from .events import (
+    CodeProposed,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Mode,
+    Output,
+    ProposedCell,
+    RunFailed,
+    Status,
+    StepApproval,
+    StepFinished,
+    StepStarted,
+)
 from .options import AskOptions
 from .provenance import announce_proposal, provenance
 from .sanitize import clean_output, markdown_bundle, markdown_html
@@ -37,6 +51,7 @@ PHASES = {
     "running": "Running",
     "checking": "Checking the code",
     "loading": "Loading",
+    "waiting": "Waiting",
 }
 
 
@@ -100,6 +115,9 @@ def render_events(events: Iterable[Event], *, mode: Mode, shell: Any, question: 
         elif isinstance(event, Done):
             if event.mode == "insert":
                 shell.set_next_input(cell_text(question, event.code), replace=False)
+            elif event.mode == "agent" and event.cells:
+                # set_next_input makes one code cell: the steps go in it as # %% cells
+                shell.set_next_input(percent_cells(event.cells), replace=False)
             return event
         elif isinstance(event, Failed):
             code = event.code or last_code
@@ -137,6 +155,18 @@ def cell_text(question: str, code: str, *, failed: bool = False) -> str:
         first = first[:99] + "…"
     tag = "dataagent (failed, review it)" if failed else "dataagent"
     return f"# {tag}: {first}\n{code.rstrip()}\n"
+
+
+def percent_cells(cells: Iterable[ProposedCell]) -> str:
+    """Cells as one text in the ``# %%`` format (Jupytext, VS Code, Spyder read it)."""
+    parts = []
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            lines = [f"# {line}".rstrip() for line in cell.source.strip().splitlines()]
+            parts.append("# %% [markdown]\n" + "\n".join(lines))
+        else:
+            parts.append("# %%\n" + cell.source.strip())
+    return "\n\n".join(parts) + "\n"
 
 
 class CellOutput:
@@ -179,7 +209,15 @@ class CellOutput:
                 ),
                 raw=True,
             )
+        elif isinstance(event, StepStarted):
+            self._show_step(event)
+        elif isinstance(event, StepApproval):
+            pass  # approval needs buttons: the magic refuses each-step approval up front
+        elif isinstance(event, StepFinished):
+            self._show_step_end(event)
         elif isinstance(event, Done):
+            if event.mode == "agent" and event.ended_by:
+                show_markdown(event.explanation)  # written here when a budget ended the run
             self._draw_done(event)
         elif isinstance(event, Failed):
             self._set_status(f"failed after {event.elapsed:.1f} s", tone="error")
@@ -249,6 +287,25 @@ class CellOutput:
         if event.saved:
             self.saved.append(event.saved)
 
+    def _show_step(self, event: StepStarted) -> None:
+        title = f"Step {event.step}"
+        display(
+            {
+                "text/plain": f"{title}\n{event.code}",
+                "text/html": f"<details><summary><b>{title}</b> (code)</summary>"
+                f"{highlight(event.code)}</details>",
+            },
+            raw=True,
+        )
+
+    def _show_step_end(self, event: StepFinished) -> None:
+        said = {"ok": "worked", "failed": "failed", "skipped": "was skipped"}[event.outcome]
+        error = f": `{_one_line(event.error)}`" if event.error else ""
+        tokens = event.usage.prompt_tokens + event.usage.completion_tokens
+        md = f"Step {event.step} {said}{error} · {event.elapsed:.1f} s · {tokens:,} tokens so far"
+        md += "".join(f"\n\n> ⚠️ {_one_line(note)}" for note in event.notes)
+        display(markdown_bundle(md), raw=True)
+
     def _draw_done(self, event: Done) -> None:
         tokens = ""
         if event.usage.prompt_tokens or event.usage.completion_tokens:
@@ -263,6 +320,9 @@ class CellOutput:
             "proposed": "Code proposed",
             "failed": "Failed",
         }[event.outcome]
+        if event.mode == "agent":
+            ended = f" ({event.ended_by})" if event.ended_by else ""
+            what = f"Analysis in {event.steps} step(s){ended} proposed below"
         into = f" · result bound to `{event.into}`" if event.into else ""
         saved = f" · charts saved: {', '.join(self.saved)}" if self.saved else ""
         self._set_status(

@@ -115,6 +115,7 @@ class _Channel:
             "ask": self._ask,
             "run": self._run,
             "cancel": self._cancel,
+            "step": self._step,
             "reset": self._reset,
             "fix": self._fix,
         }.get(str(kind))
@@ -165,6 +166,10 @@ class _Channel:
         event = self.running.get(str(data.get("id", "")))
         if event is not None:
             event.set()
+
+    def _step(self, data: dict[str, Any]) -> None:
+        # an agent step waiting for Run / Skip / Stop (agent_approval = "each-step")
+        self.registration.session.step_gate.decide(str(data.get("decision")))
 
     def _ask(self, data: dict[str, Any]) -> None:
         request_id = _request_id(data)

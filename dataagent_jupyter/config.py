@@ -152,10 +152,11 @@ class DataAgent(Configurable):
 
     # --- how questions are asked -----------------------------------------------------
     mode = Enum(
-        ["insert", "run"],
+        ["insert", "run", "agent"],
         "insert",
         help="insert: propose the code as a new cell to review. run: run it in the sandboxed "
-        "child kernel and show the answer.",
+        "child kernel and show the answer. agent: work in several steps in the child kernel, "
+        "then summarise and propose the steps that worked as cells.",
     ).tag(config=True)
     privacy = Enum(
         ["sample", "schema"],

@@ -20,8 +20,8 @@ Phase = Literal["describing", "asking", "running", "fixing", "checking", "loadin
 Mode = Literal["insert", "run", "agent"]
 #: how a question ended, as the history records it
 Outcome = Literal["inserted", "ran", "failed", "proposed"]
-#: the modes a question can be asked in (agent mode joins when its engine does)
-MODES: tuple[Mode, ...] = ("insert", "run")
+#: the modes a question can be asked in
+MODES: tuple[Mode, ...] = ("insert", "run", "agent")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ Front ends without the labextension refuse the comm; the caller hears so through
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from .events import ProposedCell
 
 log = logging.getLogger("dataagent_jupyter.frontend")
 
@@ -47,14 +49,17 @@ def request_insert(
     replace: bool = False,
     on_ack: Callable[[bool], None] | None = None,
     provenance: dict[str, Any] | None = None,
+    cells: Sequence[ProposedCell] = (),
 ) -> None:
     """Ask JupyterLab to insert ``code`` as a new cell below ``cell_id`` (or the active cell).
 
-    ``replace=True`` replaces that cell's source instead. ``on_ack(ok)`` is called once: with
-    the front end's answer, or ``False`` when it closes the comm without one (a front end
-    that does not know the ``dataagent.frontend`` target, such as classic Notebook).
-    Nothing is called when no front end answers at all. ``provenance``
-    (``provenance.provenance``) goes into the new cell's metadata.
+    ``replace=True`` replaces that cell's source instead. ``cells`` (an agent run's
+    analysis: Markdown and code cells) are inserted in order instead of ``code``, which
+    stays as the one-cell form for a front end that reads only that. ``on_ack(ok)`` is
+    called once: with the front end's answer, or ``False`` when it closes the comm without
+    one (a front end that does not know the ``dataagent.frontend`` target, such as classic
+    Notebook). Nothing is called when no front end answers at all. ``provenance``
+    (``provenance.provenance``) goes into the new cells' metadata.
     """
     import comm as comm_package
 
@@ -90,4 +95,6 @@ def request_insert(
     }
     if provenance is not None:
         data["provenance"] = provenance
+    if cells:
+        data["cells"] = [{"cell_type": c.cell_type, "source": c.source} for c in cells]
     channel.open(data=data)

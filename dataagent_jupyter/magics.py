@@ -63,6 +63,15 @@ class DataAgentMagics(Magics):
         help="Propose the code as a new cell below for review (the default).",
     )
     @argument(
+        "--agent",
+        dest="mode",
+        action="store_const",
+        const="agent",
+        help="Work in several steps in the child kernel, then summarise and propose the "
+        "steps that worked as cells (budgets: DataAgent.agent_max_steps, agent_max_tokens, "
+        "agent_timeout).",
+    )
+    @argument(
         "--check",
         action="store_true",
         help="With --insert: run the code in the child first and fix it if it fails.",
@@ -70,7 +79,8 @@ class DataAgentMagics(Magics):
     @argument(
         "--into",
         metavar="NAME",
-        help="With --run: bind the child's `result` in the notebook as NAME.",
+        help="With --run or --agent: bind the child's (last step's) `result` in the notebook "
+        "as NAME.",
     )
     @argument("--model", metavar="M", help="Model for this question (default DataAgent.model).")
     @argument(
@@ -113,6 +123,12 @@ class DataAgentMagics(Magics):
             use_cache=not args.no_cache,
             cell_id=current_cell_id(),  # a re-run of this cell replaces its turn
         ).resolve(self.session.config)
+        if options.mode == "agent" and self.session.config.agent_approval == "each-step":
+            raise errors.UsageError(
+                "approving each step needs buttons, which %%ask has not.",
+                hint="Ask in the chat widget (%dataagent chat) or the Data Agent side panel, "
+                "or %config DataAgent.agent_approval = 'none'.",
+            )
         render_in_cell(
             self.session, self.shell, question, options, self.session.ask(question, options)
         )

@@ -36,7 +36,7 @@ class AskOptions:
 
     #: frames the question is about; None: every frame, most recently defined first
     frames: tuple[str, ...] | None = None
-    #: insert: propose the code as a cell; run: run it in the child kernel
+    #: insert: propose the code as a cell; run: run it in the child kernel; agent: in steps
     mode: Mode | None = None
     #: the model to ask; None: ``DataAgent.model``
     model: str | None = None
@@ -46,7 +46,7 @@ class AskOptions:
     use_cache: bool = True
     #: insert mode: run the code in the child first and fix it if it fails
     check: bool = False
-    #: run mode: bind the child's ``result`` in the user's namespace under this name
+    #: run or agent mode: bind the child's (last step's) ``result`` under this name
     into: str | None = None
     #: the notebook cell asking (the ``cellId`` of the execute request): a re-run of the
     #: cell replaces its turn, and only the turns before it are the follow-up context
@@ -64,8 +64,8 @@ class AskOptions:
             raise UsageError("--privacy must be 'schema' or 'sample'.")
         if self.into is not None and not self.into.isidentifier():
             raise UsageError(f"--into needs a valid variable name, not {self.into!r}.")
-        if self.check and self.mode == "run":
-            raise UsageError("--check goes with --insert (run mode always runs).")
+        if self.check and self.mode in ("run", "agent"):
+            raise UsageError(f"--check goes with --insert ({self.mode} mode always runs).")
         if self.into is not None and self.mode == "insert":
             raise UsageError(
                 "--into brings back the result of a run; add --run.",
@@ -88,9 +88,9 @@ def as_mode(value: object) -> Mode:
     for mode in MODES:
         if value == mode:
             return mode
-    raise UsageError(f"mode must be 'insert' or 'run', not {value!r}.")
+    raise UsageError(f"mode must be 'insert', 'run' or 'agent', not {value!r}.")
 
 
 def configured_mode(config: DataAgent) -> Mode:
-    """``DataAgent.mode`` as a :data:`Mode` (the trait admits only the two values)."""
-    return "run" if config.mode == "run" else "insert"
+    """``DataAgent.mode`` as a :data:`Mode` (the trait admits only these values)."""
+    return as_mode(config.mode)

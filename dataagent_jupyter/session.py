@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from . import errors, store
 from ._version import __version__
+from .agent.loop import LAST_RESULT, AgentLoop, AgentResult, StepGate, ToolSupport
 from .code import CodeProblem, ExtractedCode, extract_code, review_notes
 from .config import DataAgent
 from .events import (
@@ -82,7 +83,7 @@ HEARTBEAT = 1.0
 FRAMES_SHARE = 0.75
 
 
-#: what kind of turn is being answered (agent turns will join this set)
+#: what kind of turn is being answered (an agent run is a question whose mode is "agent")
 TurnKind = Literal["ask", "run", "fix"]
 #: what the user calls each kind of turn in messages ("the question was interrupted")
 _NOUN: dict[str, str] = {"ask": "question", "run": "run", "fix": "fix"}
@@ -113,7 +114,8 @@ class TurnState:
     result_repr: str | None = None
     frames: dict[str, str] = field(default_factory=dict)
     prompt_tokens: int = 0
-    #: the fresh sandbox child of this turn (all its attempts); discarded when it ends
+    #: the fresh sandbox child of this turn (all its attempts, or an agent run's steps);
+    #: discarded when it ends
     lease: Lease | None = None
     #: the notebook cell asking: a re-run replaces this cell's turn (None: appended)
     cell: str | None = None
@@ -122,6 +124,8 @@ class TurnState:
     #: names the turn in the history and in the provenance of the cells it proposes
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     asked_at: float = field(default_factory=time.time)
+    #: agent mode: each step, as the history stores it
+    steps: list[store.StepRow] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -189,6 +193,9 @@ class Session:
         self._recorder: store.TranscriptRecorder | None = None
         self._replayer: store.TranscriptReplayer | None = None
         self.metrics = store.Metrics(prices=lambda: config.prices)
+        #: agent mode: where a step waits for Run / Skip / Stop (agent_approval="each-step")
+        self.step_gate = StepGate()
+        self._tool_support = ToolSupport()
         store.configure_logging(config.log_level)
         config.observe(lambda change: store.configure_logging(change["new"]), "log_level")
 
@@ -418,6 +425,8 @@ class Session:
     ) -> Generator[Event, None, Done]:
         """A question: prepare → prompt → answer → run with fixes → bring back."""
         options, found = yield from self._prepare(turn, options)
+        if turn.mode == "agent":
+            return (yield from self._agent(turn, options, found, cancel))
         messages = self._prompt(turn, found)
         backend = self._backend_factory(options)
         response = yield from self._propose(backend, messages, turn, found, 1, cancel)
@@ -439,6 +448,73 @@ class Session:
         )
         yield from self._run_once(turn, turn.code, found, 1, cancel, phase="running")
         return self._done(turn)
+
+    def _agent(
+        self,
+        turn: TurnState,
+        options: AskOptions,
+        found: dict[str, Any],
+        cancel: threading.Event,
+    ) -> Generator[Event, None, Done]:
+        """An agent run: steps in one child kernel, then a summary and the cells proposed."""
+        cfg = self.config
+        messages = self._prompt(turn, found)
+        loop = AgentLoop(
+            backend=self._backend_factory(options),
+            sandbox=lambda: self._lease(turn),
+            pump=self._pump,
+            model=turn.model,
+            endpoint=endpoint_host(cfg.base_url),
+            temperature=cfg.temperature,
+            privacy=turn.privacy,
+            max_steps=cfg.agent_max_steps,
+            max_tokens=cfg.agent_max_tokens,
+            timeout=cfg.agent_timeout,
+            result_chars=cfg.agent_result_chars,
+            tool_support=self._tool_support,
+            describe_frame=lambda name: self._describe_for_agent(name, found, turn.privacy),
+            list_frames=lambda: _frame_list(found),
+            gate=self.step_gate if cfg.agent_approval == "each-step" else None,
+        )
+        # the loop writes its own system message; the rest is the usual prompt
+        result = yield from loop.run(messages[1:], list(found), found, cancel)
+        self._take_agent_result(turn, result)
+        if options.into and result.good_steps and result.ended_by != "stopped by the user":
+            yield from self._bring_back(turn, options.into, cancel, name=LAST_RESULT)
+        return replace(
+            self._done(turn, into=options.into if result.good_steps else None),
+            outcome="proposed",
+            cells=result.cells(turn.question),
+            steps=len(result.steps),
+            ended_by=result.ended_by,
+        )
+
+    def _take_agent_result(self, turn: TurnState, result: AgentResult) -> None:
+        turn.usage, turn.billed = result.usage, result.billed
+        turn.cached, turn.replayed = result.cached, result.replayed
+        turn.explanation = turn.answer = result.summary
+        turn.code = "\n\n".join(s.code.rstrip() for s in result.good_steps)
+        turn.steps = [
+            store.StepRow(s.step, s.code, s.outcome, s.message, s.error, s.notes, s.elapsed)
+            for s in result.steps
+        ]
+        self.metrics.record_runs(
+            ok=sum(s.outcome == "ok" for s in result.steps),
+            failed=sum(s.outcome == "failed" for s in result.steps),
+        )
+
+    def _describe_for_agent(self, name: str, found: dict[str, Any], privacy: Privacy) -> str:
+        """The ``describe_frame`` tool: one frame of the question, at the turn's privacy."""
+        if name not in found:
+            return f"There is no frame {name[:80]!r}; the frames are: {', '.join(found)}."
+        (description,) = describe_many(
+            {name: found[name]},
+            privacy=privacy,
+            sample_rows=self.config.sample_rows,
+            stats_sample=self.config.stats_sample,
+            budget_tokens=self.config.max_prompt_tokens,
+        )
+        return description.text
 
     # --- the steps of a question -----------------------------------------------------
     def _prepare(
@@ -541,12 +617,14 @@ class Session:
                 )
                 messages = [*messages, {"role": "assistant", "content": response.text}]
 
-    def _bring_back(self, turn: TurnState, into: str, cancel: threading.Event) -> Iterator[Event]:
-        """Copy the child's ``result`` into the user's namespace as ``into``."""
+    def _bring_back(
+        self, turn: TurnState, into: str, cancel: threading.Event, *, name: str = "result"
+    ) -> Iterator[Event]:
+        """Copy the child's ``result`` (or ``name``) into the user's namespace as ``into``."""
         detail = f"copying result into {into}"
         yield Status("running", detail, turn.attempts)
         value = yield from self._pump(
-            lambda emit: self._lease(turn).fetch("result", cancel=cancel),
+            lambda emit: self._lease(turn).fetch(name, cancel=cancel),
             cancel,
             "running",
             detail,
@@ -759,7 +837,7 @@ class Session:
         if not turn.question:
             return
         error = event.error.message if isinstance(event, Failed) else None
-        inserted = isinstance(event, Done) and event.mode == "insert"
+        inserted = isinstance(event, Done) and event.mode in ("insert", "agent")
         outcome = outcome_summary(turn.result_repr, error=error, inserted=inserted)
         if turn.privacy == "schema":
             outcome = schema_outcome(outcome)
@@ -780,10 +858,12 @@ class Session:
         )
         if history is not None:
             try:
-                history.add(record)
+                history.add(record, steps=turn.steps)
             except errors.StoreError as exc:
                 log.warning("history not written: %s", exc.message)
         self.metrics.record_question(record)
+        if turn.mode == "agent":
+            self.metrics.record_agent_run(record, len(turn.steps))
         log.info(
             "turn: mode=%s attempts=%d tokens_in=%d tokens_out=%d seconds=%.2f cached=%s",
             turn.mode,
@@ -875,6 +955,16 @@ def _still_failing(
         hint="The last version is offered as a new cell for you to review and fix."
         if attempt > 1 or max_fix == 0
         else None,
+    )
+
+
+def _frame_list(found: dict[str, Any]) -> str:
+    """The ``list_frames`` tool: the question's frames and their shapes (no values)."""
+    if not found:
+        return "No frames were given."
+    return "\n".join(
+        f"{name}: {type(obj).__name__} of shape {tuple(getattr(obj, 'shape', ()))}"
+        for name, obj in found.items()
     )
 
 

@@ -49,9 +49,10 @@ class Reply:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-def tool_call(name: str, call_id: str | None = None, **arguments: Any) -> dict[str, Any]:
+def tool_call(function: str, call_id: str | None = None, /, **arguments: Any) -> dict[str, Any]:
     """One scripted function call, e.g. ``tool_call("run_python", code="result = 1")``."""
-    return {"id": call_id or f"call_{name}_{id(arguments):x}", "name": name, "arguments": arguments}
+    call_id = call_id or f"call_{function}_{id(arguments):x}"
+    return {"id": call_id, "name": function, "arguments": arguments}
 
 
 def _arguments(call: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from browser_helpers import (
     run_in_last_cell,
     wait_kernel_idle,
 )
-from llm_server import LLMServer, Reply, code_answer
+from llm_server import LLMServer, Reply, code_answer, tool_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -403,3 +403,45 @@ def test_fix_with_data_agent_proposes_a_corrected_cell(
     assert record["question"] == "fix the KeyError in the last failing cell"
     assert record["model"] == "gpt-4o-mini"
     assert record["turn_id"] and record["asked_at"].endswith("+00:00")
+
+
+def test_agent_run_from_the_panel_inserts_its_cells(
+    page: Any, lab: LabServer, llm: LLMServer
+) -> None:
+    panel = notebook_with_sales(page, lab, "agent.ipynb")
+    first = "by_region = sales.groupby('region')['revenue'].sum()\nresult = by_region"
+    share = "result = by_region / by_region.sum()\nresult"
+    llm.script(
+        Reply(
+            text="Plan: totals per region, then each one's share.",
+            tool_calls=[tool_call("run_python", code=first)],
+        ),
+        Reply(tool_calls=[tool_call("run_python", code="result = by_regionn")]),
+        Reply(tool_calls=[tool_call("run_python", code=share)]),
+        Reply(text="Region **N** brings 71% of the revenue."),
+    )
+    ask(panel, "Where does the revenue come from?", mode="agent")
+    turn = panel.locator(".jp-DataAgent-turn").last
+    expect(turn.locator(".jp-DataAgent-step")).to_have_count(3)
+    expect(turn.locator(".jp-DataAgent-step[data-outcome='failed']")).to_contain_text("NameError")
+    expect(turn.locator(".jp-DataAgent-markdown strong")).to_have_text("N")
+    expect(turn.locator(".jp-DataAgent-footer")).to_contain_text("3 step(s)")
+    page.wait_for_function(
+        "() => jupyterapp.shell.currentWidget.content.model.sharedModel.cells.length === 5"
+    )
+    kinds = page.evaluate(
+        "() => jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.cell_type)"
+    )
+    sources = [s.strip() for s in cell_sources(page)]
+    # below the active (empty) cell: the question and summary, then the steps that worked
+    assert kinds == ["code", "code", "markdown", "code", "code"]
+    assert sources[:2] == [SALES, ""]
+    assert "Where does the revenue come from?" in sources[2]
+    assert "Region **N** brings 71% of the revenue." in sources[2]
+    assert sources[3:] == [first, share]
+    # nothing ran in the notebook's kernel: the new cells have no outputs
+    outputs = page.evaluate(
+        "() => jupyterapp.shell.currentWidget.content.model.sharedModel.cells"
+        ".slice(3).map(c => (c.outputs || []).length)"
+    )
+    assert outputs == [0, 0]

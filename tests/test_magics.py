@@ -197,7 +197,7 @@ def test_config_lists_options_and_never_shows_the_key(ip, llm_env: LLMServer) ->
 def test_config_rejects_bad_values(ip, caplog) -> None:
     ip.run_line_magic("config", "DataAgent.mode = 'explode'")
     ip.run_line_magic("config", "DataAgent.memory_limit = 'lots'")
-    assert "expected any of ['insert', 'run']" in caplog.text
+    assert "expected any of ['insert', 'run', 'agent']" in caplog.text
     assert "not a size: 'lots'" in caplog.text
     config = ip._dataagent_extension.config
     assert (config.mode, config.memory_limit) == ("insert", "50%")

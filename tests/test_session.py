@@ -71,7 +71,7 @@ def namespace() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"mode": "explode"}, "mode must be 'insert' or 'run'"),
+        ({"mode": "explode"}, "mode must be 'insert', 'run' or 'agent'"),
         ({"privacy": "everything"}, "--privacy must be 'schema' or 'sample'"),
         ({"into": "1bad", "mode": "run"}, "--into needs a valid variable name"),
         ({"into": "out", "mode": "insert"}, "--into brings back the result of a run"),

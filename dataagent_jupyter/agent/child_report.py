@@ -35,7 +35,10 @@ def _cut(text: str, limit: int = MAX_TEXT) -> str:
 def _frame(value: Any) -> dict[str, Any]:
     rows, cols = value.shape
     dtypes = {str(c): str(t) for c, t in list(value.dtypes.items())[:MAX_COLUMNS]}
-    all_missing = [str(c) for c, m in value.isna().all().items() if m][:MAX_COLUMNS] if rows else []
+    all_missing: list[str] = []
+    if rows:
+        missing = value.isna().all()
+        all_missing = [str(c) for c, m in missing.items() if m][:MAX_COLUMNS]
     return {
         "type": "DataFrame",
         "shape": [int(rows), int(cols)],

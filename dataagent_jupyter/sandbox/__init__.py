@@ -321,6 +321,28 @@ class Lease:
         if child is not None:
             self._box._pool.discard(child)
 
+    def evaluate(
+        self, code: str, expressions: dict[str, str], *, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Run quiet ``code`` on the lease's child, return its raw ``user_expressions``.
+
+        For agent mode's step report, which must see the variables the last step left;
+        the caller parses the reply as untrusted.
+        """
+        child = self._child
+        if child is None or not child.is_alive():
+            raise SandboxError("The analysis kernel is gone; it holds nothing to report.")
+        try:
+            return execute_quietly(
+                child,
+                code,
+                expressions,
+                timeout=float(self._box.config.exec_timeout),
+                cancel=cancel,
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            raise SandboxError(f"The analysis kernel did not report: {exc}.") from None
+
 
 def _shutdown(pool: ChildPool, store: FrameStore) -> None:
     pool.shutdown()

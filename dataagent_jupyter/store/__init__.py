@@ -8,7 +8,7 @@ the notebook, and the per-session figures behind ``%dataagent stats``.
 from .cache import CachingBackend, ResponseCache
 from .db import DB_NAME, Database
 from .export import export_conversation, in_notebook_order, notebook_cell_ids
-from .history import History, HistoryTable, Turn
+from .history import History, HistoryTable, StepRow, Turn
 from .logs import configure_logging
 from .metrics import DEFAULT_PRICES, Metrics, ModelUsage, Stats, price_table
 from .transcript import (
@@ -31,6 +31,7 @@ __all__ = [
     "ReplayBackend",
     "ResponseCache",
     "Stats",
+    "StepRow",
     "TranscriptRecorder",
     "TranscriptReplayer",
     "Turn",

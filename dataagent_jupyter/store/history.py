@@ -34,7 +34,7 @@ log = logging.getLogger("dataagent_jupyter.store")
 
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -69,9 +69,24 @@ CREATE TABLE IF NOT EXISTS turns (
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, id);
 CREATE INDEX IF NOT EXISTS turns_by_notebook ON turns (notebook, id);
 """
+# Version 3: agent mode keeps each step of a run (the turn holds the summary and cells).
+_STEPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps (
+    turn     INTEGER NOT NULL REFERENCES turns (id),
+    step     INTEGER NOT NULL,
+    code     TEXT NOT NULL,
+    outcome  TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
+    message  TEXT NOT NULL,   -- what the model was told about the step
+    error    TEXT NOT NULL,
+    notes    TEXT NOT NULL,   -- JSON list of silent failures named
+    elapsed  REAL NOT NULL,
+    PRIMARY KEY (turn, step)
+)
+"""
 #: schema changes from one version to the next, applied in order on open
 _MIGRATIONS = {
     2: ("ALTER TABLE turns ADD COLUMN cell TEXT", "ALTER TABLE turns ADD COLUMN turn_id TEXT"),
+    3: (_STEPS_SCHEMA,),
 }
 
 _COLUMNS = (
@@ -271,6 +286,35 @@ class Turn:
         )
 
 
+@dataclass(frozen=True)
+class StepRow:
+    """One step of an agent run as stored: its code, how it ended, what the model heard."""
+
+    step: int
+    code: str
+    outcome: str  # ok | failed | skipped
+    message: str
+    error: str = ""
+    notes: tuple[str, ...] = ()
+    elapsed: float = 0.0
+
+    def _row(self) -> tuple[Any, ...]:
+        return (
+            int(self.step),
+            self.code,
+            self.outcome,
+            self.message,
+            self.error,
+            json.dumps(list(self.notes)),
+            float(self.elapsed),
+        )
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> StepRow:
+        step, code, outcome, message, error, notes, elapsed = row
+        return cls(step, code, outcome, message, error, tuple(json.loads(notes)), elapsed)
+
+
 class History:
     """The turns of every notebook, in ``dataagent.sqlite3``; safe for several kernels."""
 
@@ -292,6 +336,7 @@ class History:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(_STEPS_SCHEMA)
             else:  # an older file: bring it up to date, keeping every turn
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
@@ -313,8 +358,8 @@ class History:
         """The history in ``data_dir`` (``DataAgent.data_dir``), created on first use."""
         return cls(Path(data_dir).expanduser() / DB_NAME)
 
-    def add(self, turn: Turn) -> int:
-        """Store one turn in one transaction; return its id."""
+    def add(self, turn: Turn, steps: Iterable[StepRow] = ()) -> int:
+        """Store one turn (and an agent run's steps) in one transaction; return its id."""
         started = time.perf_counter()
         with self.database.write("save the turn") as conn:
             # A conversation id the caller made up itself is adopted, so that
@@ -324,6 +369,11 @@ class History:
                 (turn.conversation, turn.notebook, turn.time),
             )
             turn_id = int(conn.execute(_INSERT, turn._row()).lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO steps (turn, step, code, outcome, message, error, notes, elapsed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(turn_id, *step._row()) for step in steps],
+            )
         log.debug(
             "history: turn %d saved in %.2f ms", turn_id, (time.perf_counter() - started) * 1000
         )
@@ -351,6 +401,15 @@ class History:
     def current_turns(self, conversation_id: str) -> list[Turn]:
         """The conversation as it stands: each cell's latest turn (see current_versions)."""
         return current_versions(self.conversation(conversation_id))
+
+    def steps(self, turn_id: int) -> list[StepRow]:
+        """The steps of an agent run, in order (none for other turns)."""
+        rows = self.database.query(
+            "SELECT step, code, outcome, message, error, notes, elapsed FROM steps "
+            "WHERE turn = ? ORDER BY step",
+            (turn_id,),
+        )
+        return [StepRow._from_row(r) for r in rows]
 
     def current_conversation(self, notebook: str) -> str:
         """The notebook's latest conversation id, creating one if it has none.

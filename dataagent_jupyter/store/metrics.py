@@ -100,6 +100,11 @@ class Stats:
     run_failures: int
     fix_attempts: int
     models: tuple[ModelUsage, ...] = ()
+    agent_runs: int = 0
+    agent_steps: int = 0
+    agent_tokens_in: int = 0
+    agent_tokens_out: int = 0
+    agent_cost_usd: float | None = 0.0
 
     def _summary(self) -> list[tuple[str, str]]:
         if self.cost_usd is not None:
@@ -119,6 +124,17 @@ class Stats:
             ("latency median / p95", latency),
             ("child-kernel runs / failures", f"{self.runs} / {self.run_failures}"),
             ("fix attempts", str(self.fix_attempts)),
+            *self._agent_rows(),
+        ]
+
+    def _agent_rows(self) -> list[tuple[str, str]]:
+        if not self.agent_runs:
+            return []
+        cost = "unknown" if self.agent_cost_usd is None else _usd(self.agent_cost_usd)
+        return [
+            ("agent runs / steps", f"{self.agent_runs} / {self.agent_steps}"),
+            ("agent tokens in / out", f"{self.agent_tokens_in:,} / {self.agent_tokens_out:,}"),
+            ("agent cost", cost),
         ]
 
     def _model_rows(self) -> list[tuple[str, ...]]:
@@ -186,6 +202,9 @@ class Metrics:
         self._runs = 0
         self._run_failures = 0
         self._fix_attempts = 0
+        self._agent_runs = 0
+        self._agent_steps = 0
+        self._agent_tokens: dict[str, list[int]] = {}  # model -> [in, out]
 
     def record_question(self, turn: TurnLike) -> None:
         """Count a finished question: its billed tokens and how long the user waited."""
@@ -207,10 +226,25 @@ class Metrics:
             self._runs += 1
             self._run_failures += not ok
 
+    def record_runs(self, *, ok: int, failed: int) -> None:
+        """Count several runs at once (an agent run's steps)."""
+        with self._lock:
+            self._runs += ok + failed
+            self._run_failures += failed
+
     def record_fix_attempt(self) -> None:
         """Count one request to the model to repair code that failed."""
         with self._lock:
             self._fix_attempts += 1
+
+    def record_agent_run(self, turn: TurnLike, steps: int) -> None:
+        """Count one agent run (also counted as a question) and the steps it ran."""
+        with self._lock:
+            self._agent_runs += 1
+            self._agent_steps += steps
+            tokens = self._agent_tokens.setdefault(turn.model or "unknown model", [0, 0])
+            tokens[0] += int(turn.tokens_in)
+            tokens[1] += int(turn.tokens_out)
 
     def snapshot(self) -> Stats:
         """The figures so far, priced with the current price table."""
@@ -225,6 +259,8 @@ class Metrics:
                 self._run_failures,
                 self._fix_attempts,
             )
+            agent_runs, agent_steps = self._agent_runs, self._agent_steps
+            agent_tokens = {m: tuple(t) for m, t in self._agent_tokens.items()}
         models = []
         for model, (questions, tokens_in, tokens_out) in sorted(per_model.items()):
             price = price_of(model, table)
@@ -251,7 +287,27 @@ class Metrics:
             run_failures=failures,
             fix_attempts=fixes,
             models=tuple(models),
+            agent_runs=agent_runs,
+            agent_steps=agent_steps,
+            agent_tokens_in=sum(t[0] for t in agent_tokens.values()),
+            agent_tokens_out=sum(t[1] for t in agent_tokens.values()),
+            agent_cost_usd=_cost(agent_tokens, table),
         )
+
+
+def _cost(
+    tokens: Mapping[str, tuple[int, ...]], table: Mapping[str, tuple[float, float]]
+) -> float | None:
+    """USD for {model: (in, out)} tokens; None when a model that spent tokens has no price."""
+    total = 0.0
+    for model, (tokens_in, tokens_out) in tokens.items():
+        price = price_of(model, table)
+        if price is None:
+            if tokens_in or tokens_out:
+                return None
+            continue
+        total += (tokens_in * price[0] + tokens_out * price[1]) / 1_000_000
+    return total
 
 
 def _percentile(ordered: Sequence[float], pct: float) -> float:

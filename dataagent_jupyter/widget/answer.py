@@ -17,7 +17,20 @@ from typing import Any
 import ipywidgets as widgets
 
 from .. import errors
-from ..events import CodeProposed, Delta, Done, Event, Failed, Output, RunFailed, Status
+from ..events import (
+    CodeProposed,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Output,
+    ProposedCell,
+    RunFailed,
+    Status,
+    StepApproval,
+    StepFinished,
+    StepStarted,
+)
 from .parts import append, bundle_output, error_output, fenced, markdown_output, vbox
 
 __all__ = ["REDRAW", "AnswerView"]
@@ -31,7 +44,8 @@ class AnswerView:
 
     It renders a question's (or a run's) events; the chat decides where it goes and what
     the buttons do: a button calls ``on_action(name, view)`` with ``name`` one of
-    ``insert``, ``run`` and ``copy``.
+    ``insert``, ``run`` and ``copy``, or (an agent step waiting for approval)
+    ``step-run``, ``step-skip`` and ``step-stop``.
     """
 
     def __init__(
@@ -51,6 +65,10 @@ class AnswerView:
         )
         self.code = ""
         self.done: Done | None = None  # the answer's end, for the inserted cell's provenance
+        #: an agent run's analysis as cells (its summary, then each step that worked)
+        self.cells: tuple[ProposedCell, ...] = ()
+        self._approval: widgets.HBox | None = None
+        self._steps = False  # an agent run: model text is per step, not per attempt
         self._attempt = 0
         self._text: widgets.Output | None = None
         self._results: widgets.Output | None = None
@@ -80,14 +98,37 @@ class AnswerView:
             # one line, and no backtick that would end the inline code early
             evalue = " ".join(str(event.evalue).split())[:200].replace("`", "'")
             self.note(f"**Attempt {event.attempt} failed:** `{event.ename}: {evalue}` — {what}.")
+        elif isinstance(event, StepStarted):
+            self.flush(force=True)
+            self._steps = True
+            self._results = None  # the step's outputs go under it
+            self.note(f"**Step {event.step}**\n\n{fenced(event.code)}")
+        elif isinstance(event, StepApproval):
+            self._ask_approval(event)
+        elif isinstance(event, StepFinished):
+            self._end_approval()
+            said = {"ok": "worked", "failed": "failed", "skipped": "was skipped"}[event.outcome]
+            error = " ".join(event.error.split())[:200].replace("`", "'")
+            line = f"Step {event.step} {said}" + (f": `{error}`" if error else "")
+            tokens = event.usage.prompt_tokens + event.usage.completion_tokens
+            line += f" · {event.elapsed:.1f} s · {tokens:,} tokens so far"
+            for note in event.notes:
+                line += f"\n\n> ⚠️ {' '.join(note.split())[:300]}"
+            self.note(line)
         elif isinstance(event, Done):
             self.flush(force=True)
             self.done = event
+            self._end_approval()
+            if event.mode == "agent":
+                self.cells = event.cells
+                if event.ended_by:  # the summary was written here, not streamed
+                    self.note(event.explanation)
             self.code = event.code or self.code
             if self.code:
                 self.show_actions()
         elif isinstance(event, Failed):
             self.flush(force=True)
+            self._end_approval()
             self.code = event.code or self.code
             if isinstance(event.error, errors.Cancelled):
                 self.note(f"■ Stopped after {event.elapsed:.1f} s.")
@@ -111,7 +152,7 @@ class AnswerView:
     def _new_section(self, attempt: int) -> None:
         self.flush(force=True)
         self._attempt = attempt
-        self._buffer = f"**Attempt {attempt}.** " if attempt > 1 else ""
+        self._buffer = f"**Attempt {attempt}.** " if attempt > 1 and not self._steps else ""
         self._drawn = ""
         self._text = widgets.Output()
         self._text.add_class("dataagent-chat-text")
@@ -163,6 +204,29 @@ class AnswerView:
         out.add_class("dataagent-chat-error")
         out.outputs = (error_output(error),)
         append(self.box, out)
+
+    def _ask_approval(self, event: StepApproval) -> None:
+        """Run / Skip / Stop for an agent step that waits (``agent_approval="each-step"``)."""
+        self._end_approval()
+        buttons = []
+        for name, label, icon in (
+            ("run", "Run", "play"),
+            ("skip", "Skip", "forward"),
+            ("stop", "Stop", "stop"),
+        ):
+            button = widgets.Button(description=label, icon=icon)
+            button.add_class(f"dataagent-chat-step-{name}")
+            button.on_click(functools.partial(self._clicked, f"step-{name}"))
+            buttons.append(button)
+        self._approval = widgets.HBox(buttons)
+        self._approval.add_class("dataagent-chat-approval")
+        append(self.box, self._approval)
+
+    def _end_approval(self) -> None:
+        if self._approval is not None:
+            for button in self._approval.children:
+                button.disabled = True  # answered: the buttons stay as a record, inert
+            self._approval = None
 
     def show_actions(self) -> None:
         """The Insert cell / Run / Copy buttons for this answer's code."""

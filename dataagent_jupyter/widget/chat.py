@@ -49,7 +49,9 @@ import ipywidgets as widgets
 
 from .. import errors
 from ..background import Stop, stream_in_background
-from ..cell_output import PHASES, cell_text  # the same phase names as the magics' status line
+
+# the same phase names and proposed-cell texts as the magics
+from ..cell_output import PHASES, cell_text, percent_cells
 from ..events import CodeProposed, Done, Event, Failed, Status
 from ..frontend import current_cell_id
 from ..options import AskOptions
@@ -144,11 +146,13 @@ class ChatWidget(widgets.VBox):
 
         self.title = widgets.HTML("<b>Data Agent</b>")
         self.mode = widgets.ToggleButtons(
-            options=[("insert", "insert"), ("run", "run")],
+            options=[("insert", "insert"), ("run", "run"), ("agent", "agent")],
             value=self.config.mode,
             tooltips=[
                 "Propose code to review; nothing runs",
                 "Run the code in the sandboxed child kernel and show the answer",
+                "Work in steps in the sandboxed child kernel, then summarise and propose "
+                "the steps as cells",
             ],
             style={"button_width": "70px"},
         )
@@ -382,11 +386,22 @@ class ChatWidget(widgets.VBox):
             self._run(answer)
         elif name == "copy":
             answer.toggle_copy()
+        elif name in ("step-run", "step-skip", "step-stop"):
+            # an approval asked for by the agent loop (agent_approval="each-step")
+            self.session.step_gate.decide(name.removeprefix("step-"))
 
     def _insert(self, answer: AnswerView) -> None:
-        text = cell_text(answer.question or "(chat)", answer.code)
+        if answer.cells:  # an agent run: its summary and steps, as cells
+            text = percent_cells(answer.cells)
+        else:
+            text = cell_text(answer.question or "(chat)", answer.code)
         request = InsertRequest(
-            answer, text, self.session, report=self._report, forget=self._inserts.discard
+            answer,
+            text,
+            self.session,
+            report=self._report,
+            forget=self._inserts.discard,
+            cells=answer.cells,
         )
         self._inserts.add(request)
         request.start(self.cell_id)
@@ -452,6 +467,9 @@ class ChatWidget(widgets.VBox):
                 )
             cached = " · from cache" if event.cached else ""
             what = "Ran the code" if event.outcome == "ran" else "Answered"
+            if event.mode == "agent":
+                ended = f" ({event.ended_by})" if event.ended_by else ""
+                what = f"Analysed in {event.steps} step(s){ended}"
             self._set_status(
                 f"{what} in {event.elapsed:.1f} s · {event.model}{tokens}{cached}", tone="ok"
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from ..events import ProposedCell
 from ..frontend import request_insert
 from ..provenance import provenance
 from ..session import Session
@@ -46,9 +47,11 @@ class InsertRequest:
         *,
         report: Callable[[BaseException], None],
         forget: Callable[[InsertRequest], None],
+        cells: tuple[ProposedCell, ...] = (),
     ) -> None:
         self.answer = answer
         self.text = text
+        self.cells = cells
         self.session = session
         self._report = report
         self._forget = forget
@@ -61,7 +64,8 @@ class InsertRequest:
         """Ask for a new cell below ``cell_id`` (the chat's cell) and start waiting."""
         # kept for %dataagent insert too: the magic gives the same code with one action
         self.session.pending_cell = self.text
-        self.answer.action_note("Inserting a new cell below the chat…")
+        what = "the cells" if self.cells else "a new cell"
+        self.answer.action_note(f"Inserting {what} below the chat…")
         self.timer.start()
         done = self.answer.done
         request_insert(
@@ -70,6 +74,7 @@ class InsertRequest:
             replace=False,
             on_ack=self.on_ack,
             provenance=provenance(self.answer.question, done) if done else None,
+            cells=self.cells,
         )
 
     def cancel(self) -> None:
@@ -86,7 +91,8 @@ class InsertRequest:
             self._forget(self)
             if ok:
                 # a late "yes" after the fallback was shown still means the cell is there
-                self.answer.action_note("✓ Inserted a new cell below the chat.")
+                what = f"{len(self.cells)} cells" if self.cells else "a new cell"
+                self.answer.action_note(f"✓ Inserted {what} below the chat.")
             elif not late:
                 self.fall_back()
         except Exception as exc:

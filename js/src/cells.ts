@@ -6,7 +6,7 @@ import { NotebookActions, NotebookPanel, INotebookTracker } from '@jupyterlab/no
 import type { Kernel, KernelMessage } from '@jupyterlab/services';
 import type { PartialJSONObject } from '@lumino/coreutils';
 
-import { FRONTEND_TARGET } from './wire';
+import { FRONTEND_TARGET, IProposedCell } from './wire';
 import {
   cellProvenance,
   IProvenance,
@@ -15,6 +15,9 @@ import {
   METADATA_KEY,
   PendingProposals
 } from './proposals';
+
+/** Most cells one request may insert (an agent run has at most a few dozen steps). */
+const MAX_CELLS = 100;
 
 /**
  * Insert `code` as a new code cell below the active cell (at the top of an empty
@@ -43,6 +46,46 @@ export function replaceActive(panel: NotebookPanel, code: string): string | null
   const active = notebook.activeCell;
   active?.model.sharedModel.setSource(code);
   return active?.model.id ?? null;
+}
+
+/**
+ * Insert `cells` (an agent run's analysis: Markdown and code) in order below the cell at
+ * `index - 1`; returns the id of the first one. The notebook stays where the user is.
+ * `provenance` goes into each new cell's metadata.
+ */
+export function insertCellsAt(
+  panel: NotebookPanel,
+  index: number,
+  cells: IProposedCell[],
+  provenance: IProvenance | null = null
+): string | null {
+  const shared = panel.content.model?.sharedModel;
+  if (!shared) {
+    return null;
+  }
+  const at = Math.max(0, Math.min(index, shared.cells.length));
+  const made = shared.insertCells(
+    at,
+    cells.slice(0, MAX_CELLS).map(cell => ({
+      cell_type: cell.cell_type,
+      source: cell.source,
+      metadata: provenance
+        ? { [METADATA_KEY]: cellProvenance(provenance, cell.source, null) }
+        : {}
+    }))
+  );
+  return made[0]?.id ?? null;
+}
+
+/** Insert `cells` below the active cell (at the top of an empty notebook). */
+export function insertCellsBelowActive(
+  panel: NotebookPanel,
+  cells: IProposedCell[],
+  provenance: IProvenance | null = null
+): string | null {
+  const notebook = panel.content;
+  const index = notebook.activeCell ? notebook.activeCellIndex + 1 : 0;
+  return insertCellsAt(panel, index, cells, provenance);
 }
 
 function insertAt(
@@ -90,6 +133,8 @@ export interface IInsertCellRequest {
   replace: boolean;
   /** the `dataagent` provenance record for the inserted cell, when the kernel sends it */
   provenance?: IProvenance | null;
+  /** an agent run's cells, inserted in order instead of `code` */
+  cells?: IProposedCell[];
 }
 
 /**
@@ -102,6 +147,11 @@ export function applyInsertRequest(
 ): string | null {
   const index = indexOfCell(panel, request.cell_id);
   const provenance = request.provenance ?? null;
+  if (request.cells?.length && !request.replace) {
+    return index < 0
+      ? insertCellsBelowActive(panel, request.cells, provenance)
+      : insertCellsAt(panel, index + 1, request.cells, provenance);
+  }
   if (index < 0) {
     return request.replace
       ? replaceActive(panel, request.code)
@@ -126,7 +176,23 @@ function isInsertRequest(data: unknown): data is IInsertCellRequest {
     d.type === 'insert_cell' &&
     typeof d.code === 'string' &&
     (d.cell_id === null || d.cell_id === undefined || typeof d.cell_id === 'string') &&
-    (d.provenance === null || d.provenance === undefined || isProvenance(d.provenance))
+    (d.provenance === null || d.provenance === undefined || isProvenance(d.provenance)) &&
+    (d.cells === undefined || areProposedCells(d.cells))
+  );
+}
+
+/** Whether `value` is a list of cells as the kernel sends them (checked: it is untrusted). */
+export function areProposedCells(value: unknown): value is IProposedCell[] {
+  return (
+    Array.isArray(value) &&
+    value.length <= MAX_CELLS &&
+    value.every(
+      c =>
+        typeof c === 'object' &&
+        c !== null &&
+        (c.cell_type === 'markdown' || c.cell_type === 'code') &&
+        typeof c.source === 'string'
+    )
   );
 }
 

@@ -25,6 +25,7 @@ import {
   isFinalEvent,
   localFailure,
   Mode,
+  StepDecision,
   parseServerMessage,
   REPLY_FOR,
   REPLY_TYPES,
@@ -185,6 +186,13 @@ export class AgentClient implements IDisposable {
   fix(mode: Mode = 'insert'): AgentRequest {
     const id = UUID.uuid4();
     return this._stream('ask', id, { type: 'fix', id, mode });
+  }
+
+  /** Answer an agent step that waits for approval (agent_approval = "each-step"). */
+  decide(decision: StepDecision): void {
+    if (!this._isClosed) {
+      this._channel.send({ type: 'step', decision });
+    }
   }
 
   /** Run existing code in the sandbox (the "Run in sandbox" button). */

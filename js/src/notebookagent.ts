@@ -17,9 +17,12 @@ import {
   IHelloReply,
   isFinalEvent,
   IStatusInfo,
-  Mode
+  Mode,
+  StepDecision
 } from './wire';
+import { areProposedCells, insertCellsBelowActive } from './cells';
 import { applyEvent, ITurn, mergeHistory, newTurn } from './render';
+import { turnProvenance } from './proposals';
 
 /** Where the connection to the kernel stands. */
 export type AgentState =
@@ -200,6 +203,11 @@ export class NotebookAgent implements IDisposable {
     this._changed.emit();
   }
 
+  /** Run, skip or stop the agent step that waits for approval. */
+  decide(decision: StepDecision): void {
+    this._client?.decide(decision);
+  }
+
   /** Start a new conversation (the kernel forgets the earlier turns too). */
   async reset(): Promise<void> {
     this._active?.cancel();
@@ -292,6 +300,10 @@ export class NotebookAgent implements IDisposable {
     this.turns = [...this.turns, turn];
     request.event.connect((_, event: AgentEvent) => {
       this.turns = this.turns.map(t => (t.id === request.id ? applyEvent(t, event) : t));
+      if (event.type === 'Done' && event.mode === 'agent' && areProposedCells(event.cells)) {
+        // the analysis is proposed as cells below, for review; nothing runs
+        insertCellsBelowActive(this.panel, event.cells, turnProvenance(turn.question, event));
+      }
       if (isFinalEvent(event)) {
         if (this._active === request) {
           this._active = null;

@@ -8,7 +8,7 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { insertBelowActive, replaceActive } from './cells';
+import { insertBelowActive, insertCellsBelowActive, replaceActive } from './cells';
 import { ConversationStore } from './history';
 import { dataAgentIcon } from './icon';
 import { NotebookAgent } from './notebookagent';
@@ -105,7 +105,8 @@ export class DataAgentPanel extends Widget {
     this._input.addEventListener('input', () => this._renderComposer());
     this._modeSelect.append(
       h('option', { value: 'insert' }, 'Propose code'),
-      h('option', { value: 'run' }, 'Run in sandbox')
+      h('option', { value: 'run' }, 'Run in sandbox'),
+      h('option', { value: 'agent' }, 'Agent (steps in sandbox)')
     );
     this._modeSelect.addEventListener('change', () => {
       this._modeTouched = true;
@@ -415,7 +416,14 @@ export class DataAgentPanel extends Widget {
       this._stickToBottom = true;
       this._agent?.runCode(code);
     },
-    copy: code => Clipboard.copyToSystem(code)
+    copy: code => Clipboard.copyToSystem(code),
+    insertCells: cells => {
+      const panel = this._agent?.panel;
+      if (panel) {
+        insertCellsBelowActive(panel, cells);
+      }
+    },
+    decide: decision => this._agent?.decide(decision)
   };
 
   private _tracker: INotebookTracker;

@@ -13,7 +13,8 @@ import type {
   IRunFailedEvent,
   IStatusInfo,
   Mode,
-  Phase
+  Phase,
+  StepOutcome
 } from './wire';
 
 // --- the conversation model ----------------------------------------------------------------
@@ -45,6 +46,18 @@ export interface ITurn {
   elapsed: number | null;
   /** outcome line of a turn restored from the kernel's history */
   outcome?: string;
+  /** agent mode: the steps so far, and the step waiting for approval */
+  steps?: IStepView[];
+  approval?: number | null;
+}
+
+/** One step of an agent run, as the panel shows it. */
+export interface IStepView {
+  step: number;
+  code: string;
+  outcome: StepOutcome | null;
+  error: string;
+  notes: string[];
 }
 
 /** A new turn for a question just sent. */
@@ -109,7 +122,25 @@ export function applyEvent(turn: ITurn, event: AgentEvent): ITurn {
     case 'RunFailed':
       next.failures = [...turn.failures, event];
       break;
+    case 'StepStarted':
+      next.steps = [
+        ...(turn.steps ?? []),
+        { step: event.step, code: event.code, outcome: null, error: '', notes: [] }
+      ];
+      break;
+    case 'StepApproval':
+      next.approval = event.step;
+      break;
+    case 'StepFinished':
+      next.approval = null;
+      next.steps = (turn.steps ?? []).map(s =>
+        s.step === event.step
+          ? { ...s, outcome: event.outcome, error: event.error, notes: [...event.notes] }
+          : s
+      );
+      break;
     case 'Done':
+      next.approval = null;
       next.state = 'done';
       next.done = event;
       next.code = event.code || turn.code;
@@ -118,6 +149,7 @@ export function applyEvent(turn: ITurn, event: AgentEvent): ITurn {
       next.phase = null;
       break;
     case 'Failed':
+      next.approval = null;
       next.state = 'failed';
       next.error = event.error;
       next.code = event.code || turn.code;
@@ -203,7 +235,8 @@ const PHASES: { [phase in Phase]: string } = {
   running: 'Running in the sandbox',
   fixing: 'Asking the model to fix the code',
   checking: 'Checking the code in the sandbox',
-  loading: 'Loading'
+  loading: 'Loading',
+  waiting: 'Waiting for you'
 };
 
 /** A phase as the status line says it. */
@@ -266,6 +299,11 @@ export function missingKeyMessage(status: IStatusInfo): string | null {
 /** A one-line summary of a finished answer: model, time, tokens. */
 export function doneSummary(done: IDoneEvent): string {
   const parts = [done.model, formatElapsed(done.elapsed)];
+  if (done.mode === 'agent') {
+    parts.unshift(
+      `${done.steps ?? 0} step(s)` + (done.ended_by ? ` (${done.ended_by})` : '')
+    );
+  }
   const tokens = done.usage.prompt_tokens + done.usage.completion_tokens;
   if (tokens) {
     parts.push(`${done.usage.prompt_tokens} → ${done.usage.completion_tokens} tokens`);

@@ -8,24 +8,48 @@ import { IRenderMimeRegistry, MimeModel } from '@jupyterlab/rendermime';
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
-import type { IOutputEvent, IRunFailedEvent } from './wire';
+import type { IOutputEvent, IProposedCell, IRunFailedEvent, StepDecision } from './wire';
 import { IProvenance, turnProvenance } from './proposals';
 import {
   doneSummary,
   fenceCode,
   h,
+  IStepView,
   ITurn,
   outputBundle,
   stripAnsi
 } from './render';
 
-/** What the code block's buttons do; the panel implements them on the notebook. */
+/** What the buttons of a turn do; the panel implements them on the notebook. */
 export interface ICodeActions {
   /** `provenance` goes into the inserted cell's metadata (null before the turn is done) */
   insert(code: string, provenance: IProvenance | null): void;
   replace(code: string): void;
   run(code: string): void;
   copy(code: string): Promise<void> | void;
+  /** an agent run's analysis, inserted again below the active cell */
+  insertCells(cells: IProposedCell[]): void;
+  /** Run / Skip / Stop for the agent step that waits */
+  decide(decision: StepDecision): void;
+}
+
+const STEP_SAID = { ok: 'worked', failed: 'failed', skipped: 'was skipped' };
+
+/** An agent step: its code (folded), how it ended, the silent failures it named. */
+function stepNode(step: IStepView): HTMLElement {
+  const said = step.outcome ? STEP_SAID[step.outcome] : 'running…';
+  const error = step.error ? `: ${step.error}` : '';
+  const node = h(
+    'details',
+    { class: 'jp-DataAgent-step', 'data-step': String(step.step) },
+    h('summary', {}, `Step ${step.step} ${said}${error}`),
+    h('pre', { class: 'jp-DataAgent-stepCode' }, step.code)
+  );
+  node.dataset.outcome = step.outcome ?? 'running';
+  for (const note of step.notes) {
+    node.appendChild(h('div', { class: 'jp-DataAgent-stepNote' }, `⚠ ${note}`));
+  }
+  return node;
 }
 
 /** Markdown rendered through rendermime, re-rendered at most every 60 ms while streaming. */
@@ -196,11 +220,38 @@ export class TurnView {
         this._failures,
         this._codeBlock.node,
         this._warnings,
+        this._steps,
+        this._approval,
         this._outputs,
+        this._cells,
         this._error,
         this._footer
       )
     );
+    for (const [decision, label] of [
+      ['run', 'Run'],
+      ['skip', 'Skip'],
+      ['stop', 'Stop']
+    ] as const) {
+      const button = h(
+        'button',
+        {
+          class: 'jp-Button jp-mod-styled jp-DataAgent-decide',
+          'data-decision': decision,
+          type: 'button'
+        },
+        label
+      );
+      button.addEventListener('click', () => actions.decide(decision));
+      this._approval.appendChild(button);
+    }
+    this._cellsButton.addEventListener('click', () => {
+      const cells = this._turn?.done?.cells;
+      if (cells?.length) {
+        actions.insertCells(cells);
+      }
+    });
+    this._cells.appendChild(this._cellsButton);
     this.update(turn);
   }
 
@@ -219,11 +270,13 @@ export class TurnView {
     }
     const finished = turn.state === 'done' || turn.state === 'failed';
     // before the code is known the streamed text is the answer; after, the explanation
-    const proposed = turn.kind === 'ask' && Boolean(turn.code);
+    const agent = turn.mode === 'agent';
+    const proposed = turn.kind === 'ask' && Boolean(turn.code) && !agent;
     this._answer.text = proposed
       ? turn.explanation
       : turn.kind === 'ask'
-        ? turn.text || (finished ? turn.explanation : '')
+        ? (agent && finished ? turn.explanation : turn.text) ||
+          (finished ? turn.explanation : '')
         : '';
     this._pending.hidden = !(
       turn.state === 'waiting' ||
@@ -232,6 +285,16 @@ export class TurnView {
     this._codeBlock.code = proposed || turn.kind === 'run' ? turn.code : '';
     this._codeBlock.provenance =
       turn.kind === 'ask' ? turnProvenance(turn.question, turn.done) : null;
+    if (!old || old.steps !== turn.steps) {
+      this._steps.replaceChildren(...(turn.steps ?? []).map(stepNode));
+      this._steps.hidden = !turn.steps?.length;
+    }
+    const waiting = turn.approval ?? null;
+    this._approval.hidden = waiting === null;
+    this._approval.dataset.step = waiting === null ? '' : String(waiting);
+    const cells = turn.done?.cells ?? [];
+    this._cells.hidden = !cells.length;
+    this._cellsButton.textContent = `Insert the ${cells.length} cells again`;
     if (!old || old.failures !== turn.failures) {
       this._renderFailures(turn.failures);
     }
@@ -360,6 +423,14 @@ export class TurnView {
   private _outputs = h('div', { class: 'jp-DataAgent-outputs' });
   private _error = h('div', { class: 'jp-DataAgent-error', role: 'alert' });
   private _footer = h('div', { class: 'jp-DataAgent-footer' });
+  private _steps = h('div', { class: 'jp-DataAgent-steps' });
+  private _approval = h('div', { class: 'jp-DataAgent-approval', role: 'group' });
+  private _cells = h('div', { class: 'jp-DataAgent-cells' });
+  private _cellsButton = h(
+    'button',
+    { class: 'jp-Button jp-mod-minimal jp-DataAgent-action', type: 'button' },
+    'Insert the cells again'
+  );
   private _renderers: IRenderMime.IRenderer[] = [];
   private _renderedOutputs = 0;
 }

@@ -63,7 +63,7 @@ export interface IUsage {
   completion_tokens: number;
 }
 
-export type Mode = 'insert' | 'run';
+export type Mode = 'insert' | 'run' | 'agent';
 
 export type Phase =
   | 'describing'
@@ -71,7 +71,8 @@ export type Phase =
   | 'running'
   | 'fixing'
   | 'checking'
-  | 'loading';
+  | 'loading'
+  | 'waiting';
 
 // --- events (event_to_json in dataagent_jupyter/events.py) -------------------------------
 
@@ -117,6 +118,42 @@ export interface IRunFailedEvent {
   will_retry: boolean;
 }
 
+/** Agent mode: a step is about to run in the sandbox. */
+export interface IStepStartedEvent {
+  type: 'StepStarted';
+  step: number;
+  code: string;
+  explanation: string;
+}
+
+/** Agent mode with each-step approval: the step waits for Run / Skip / Stop. */
+export interface IStepApprovalEvent {
+  type: 'StepApproval';
+  step: number;
+  code: string;
+}
+
+export type StepOutcome = 'ok' | 'failed' | 'skipped';
+
+/** Agent mode: a step ended; `notes` name silent failures (an empty result…). */
+export interface IStepFinishedEvent {
+  type: 'StepFinished';
+  step: number;
+  outcome: StepOutcome;
+  error: string;
+  notes: string[];
+  elapsed: number;
+  usage: IUsage;
+}
+
+/** A cell an agent run proposes (its summary, then each step that worked). */
+export interface IProposedCell {
+  cell_type: 'markdown' | 'code';
+  source: string;
+}
+
+export type StepDecision = 'run' | 'skip' | 'stop';
+
 export interface IDoneEvent {
   type: 'Done';
   mode: Mode;
@@ -135,6 +172,10 @@ export interface IDoneEvent {
   turn_id?: string;
   /** when the question was asked, seconds since the epoch (newer kernels) */
   asked_at?: number;
+  /** agent mode: the analysis as cells, the steps run, the budget (or Stop) that ended it */
+  cells?: IProposedCell[];
+  steps?: number;
+  ended_by?: string | null;
 }
 
 export interface IFailedEvent {
@@ -150,6 +191,9 @@ export type AgentEvent =
   | ICodeProposedEvent
   | IOutputEvent
   | IRunFailedEvent
+  | IStepStartedEvent
+  | IStepApprovalEvent
+  | IStepFinishedEvent
   | IDoneEvent
   | IFailedEvent;
 
@@ -191,6 +235,7 @@ export type ClientMessage =
   | { type: 'status' }
   | { type: 'reset' }
   | { type: 'cancel'; id: string }
+  | { type: 'step'; decision: StepDecision }
   | IAskMessage
   | IRunMessage
   | IFixMessage;

@@ -38,6 +38,44 @@ const done: AgentEvent = {
 };
 
 describe('applyEvent', () => {
+  it('follows an agent run: steps, the approval asked, how each step ended', () => {
+    const usage = { prompt_tokens: 10, completion_tokens: 5 };
+    const t = play(newTurn('a', 'ask', 'why?', 'agent'), [
+      { type: 'StepStarted', step: 1, code: 'result = 1', explanation: '' },
+      { type: 'StepApproval', step: 1, code: 'result = 1' }
+    ]);
+    expect(t.approval).toBe(1);
+    expect(t.steps).toEqual([
+      { step: 1, code: 'result = 1', outcome: null, error: '', notes: [] }
+    ]);
+    const f = play(t, [
+      {
+        type: 'StepFinished',
+        step: 1,
+        outcome: 'ok',
+        error: '',
+        notes: ['`result` is empty (0 rows): a filter or join matched nothing.'],
+        elapsed: 1.5,
+        usage
+      },
+      {
+        ...(done as object),
+        mode: 'agent',
+        outcome: 'proposed',
+        explanation: '## Findings',
+        cells: [{ cell_type: 'markdown', source: '## Findings' }],
+        steps: 1,
+        ended_by: 'the step budget (1 steps) ran out'
+      } as AgentEvent
+    ]);
+    expect(f.approval).toBeNull();
+    expect(f.steps?.[0].outcome).toBe('ok');
+    expect(f.steps?.[0].notes[0]).toContain('empty');
+    expect(f.state).toBe('done');
+    expect(doneSummary(f.done!)).toMatch(/^1 step\(s\) \(the step budget \(1 steps\) ran out\)/);
+    expect(t.steps?.[0].outcome).toBeNull(); // the old turn is untouched
+  });
+
   it('streams deltas, then takes the parsed code and explanation', () => {
     const t = play(newTurn('1', 'ask', 'sum of a?', 'run'), [
       { type: 'Status', phase: 'asking', message: 'gpt-4o-mini', attempt: 1 },

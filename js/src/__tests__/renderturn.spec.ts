@@ -23,7 +23,9 @@ function actions(): ICodeActions & { calls: string[] } {
     insert: code => void calls.push(`insert:${code}`),
     replace: code => void calls.push(`replace:${code}`),
     run: code => void calls.push(`run:${code}`),
-    copy: code => void calls.push(`copy:${code}`)
+    copy: code => void calls.push(`copy:${code}`),
+    insertCells: cells => void calls.push(`cells:${cells.length}`),
+    decide: decision => void calls.push(`decide:${decision}`)
   };
 }
 
@@ -39,6 +41,63 @@ function play(turn: ITurn, events: AgentEvent[]): ITurn {
 }
 
 describe('TurnView', () => {
+  it('shows agent steps folded, Run/Skip/Stop while one waits, and the cells again', async () => {
+    const acts = actions();
+    let turn = play(newTurn('a', 'ask', 'why?', 'agent'), [
+      { type: 'StepStarted', step: 1, code: 'result = <b>1</b>', explanation: '' },
+      { type: 'StepApproval', step: 1, code: 'result = <b>1</b>' }
+    ]);
+    const view = new TurnView(turn, registry(), acts);
+    const approval = view.node.querySelector('.jp-DataAgent-approval') as HTMLElement;
+    expect(approval.hidden).toBe(false);
+    (approval.querySelector('[data-decision="skip"]') as HTMLElement).click();
+    expect(acts.calls).toEqual(['decide:skip']);
+    const step = view.node.querySelector('.jp-DataAgent-step')!;
+    expect(step.querySelector('pre')!.textContent).toBe('result = <b>1</b>');
+    expect(step.querySelector('b')).toBeNull(); // code is text, never markup
+    turn = play(turn, [
+      {
+        type: 'StepFinished',
+        step: 1,
+        outcome: 'skipped',
+        error: '',
+        notes: [],
+        elapsed: 1,
+        usage: { prompt_tokens: 1, completion_tokens: 1 }
+      },
+      {
+        type: 'Done',
+        mode: 'agent',
+        outcome: 'proposed',
+        code: '',
+        explanation: 'Nothing ran.',
+        model: 'm',
+        usage: { prompt_tokens: 1, completion_tokens: 1 },
+        elapsed: 2,
+        attempts: 1,
+        cached: false,
+        into: null,
+        cells: [{ cell_type: 'markdown', source: 'Nothing ran.' }],
+        steps: 1,
+        ended_by: null
+      }
+    ]);
+    view.update(turn);
+    await settle();
+    expect(approval.hidden).toBe(true);
+    expect(step.isConnected).toBe(false); // re-rendered with its outcome
+    expect(view.node.querySelector('.jp-DataAgent-step summary')!.textContent).toBe(
+      'Step 1 was skipped'
+    );
+    expect(view.node.querySelector('.jp-DataAgent-codeBlock')!.hasAttribute('hidden')).toBe(
+      true
+    );
+    const again = view.node.querySelector('.jp-DataAgent-cells button') as HTMLElement;
+    again.click();
+    expect(acts.calls).toEqual(['decide:skip', 'cells:1']);
+    view.dispose();
+  });
+
   afterEach(() => {
     delete (window as unknown as { __pwned?: number }).__pwned;
   });
