@@ -445,3 +445,10 @@ def test_agent_run_from_the_panel_inserts_its_cells(
         ".slice(3).map(c => (c.outputs || []).length)"
     )
     assert outputs == [0, 0]
+    # each proposed cell records the run it came from
+    records = page.evaluate(
+        "() => jupyterapp.shell.currentWidget.content.model.sharedModel.cells"
+        ".slice(2).map(c => c.getMetadata('dataagent') || null)"
+    )
+    assert all(r and r["question"] == "Where does the revenue come from?" for r in records)
+    assert len({r["turn_id"] for r in records}) == 1 and records[0]["turn_id"]

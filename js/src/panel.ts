@@ -417,10 +417,10 @@ export class DataAgentPanel extends Widget {
       this._agent?.runCode(code);
     },
     copy: code => Clipboard.copyToSystem(code),
-    insertCells: cells => {
+    insertCells: (cells, provenance) => {
       const panel = this._agent?.panel;
       if (panel) {
-        insertCellsBelowActive(panel, cells);
+        insertCellsBelowActive(panel, cells, provenance);
       }
     },
     decide: decision => this._agent?.decide(decision)

@@ -27,8 +27,8 @@ export interface ICodeActions {
   replace(code: string): void;
   run(code: string): void;
   copy(code: string): Promise<void> | void;
-  /** an agent run's analysis, inserted again below the active cell */
-  insertCells(cells: IProposedCell[]): void;
+  /** an agent run's analysis, inserted again below the active cell (with its provenance) */
+  insertCells(cells: IProposedCell[], provenance: IProvenance | null): void;
   /** Run / Skip / Stop for the agent step that waits */
   decide(decision: StepDecision): void;
 }
@@ -246,9 +246,10 @@ export class TurnView {
       this._approval.appendChild(button);
     }
     this._cellsButton.addEventListener('click', () => {
-      const cells = this._turn?.done?.cells;
-      if (cells?.length) {
-        actions.insertCells(cells);
+      const turn = this._turn;
+      const cells = turn?.done?.cells;
+      if (turn && cells?.length) {
+        actions.insertCells(cells, turnProvenance(turn.question, turn.done));
       }
     });
     this._cells.appendChild(this._cellsButton);
