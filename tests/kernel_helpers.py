@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -180,3 +181,19 @@ class Kernel:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def hold_threads(count: int) -> subprocess.Popen:
+    """Another process of this user holding ``count`` threads (a browser has that many)."""
+    script = (
+        "import sys, threading\n"
+        "stop = threading.Event()\n"
+        f"for _ in range({count}): threading.Thread(target=stop.wait, daemon=True).start()\n"
+        "print(threading.active_count(), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and int(holder.stdout.readline()) > count
+    return holder

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from kernel_helpers import Kernel
+from kernel_helpers import Kernel, hold_threads
 from llm_server import LLMServer, Reply, code_answer
 
 pytestmark = pytest.mark.kernel
@@ -289,22 +289,6 @@ def test_run_starts_while_another_process_holds_300_threads(
         holder.wait(timeout=10)
 
 
-def hold_threads(count: int) -> subprocess.Popen:
-    """Another process of this user holding ``count`` threads (a browser has that many)."""
-    script = (
-        "import sys, threading\n"
-        "stop = threading.Event()\n"
-        f"for _ in range({count}): threading.Thread(target=stop.wait, daemon=True).start()\n"
-        "print(threading.active_count(), flush=True)\n"
-        "sys.stdin.readline()\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and int(holder.stdout.readline()) > count
-    return holder
-
-
 def test_a_frame_that_cannot_be_copied_is_named(kernel: Kernel, server: LLMServer) -> None:
     kernel.execute("import threading\nodd = pd.DataFrame({'lock': [threading.Lock()]})")
     server.script(code_answer("result = len(odd)"))
@@ -380,8 +364,6 @@ def test_control_sequences_from_the_child_never_reach_terminal_ipython(
     server: LLMServer, tmp_path
 ) -> None:
     import os
-    import subprocess
-    import sys
 
     server.script(
         code_answer(

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from kernel_helpers import hold_threads
 from traitlets import TraitError
 
 from dataagent_jupyter.config import PROTECTION_NAMES, DataAgent
@@ -722,22 +723,6 @@ def test_fork_bomb_is_stopped_by_the_process_limit(outdir):
         assert any(p.startswith("process limit") for p in box.status().protections)
     finally:
         box.shutdown()
-
-
-def hold_threads(count: int) -> subprocess.Popen:
-    """Another process of this user holding ``count`` threads (a browser has that many)."""
-    script = (
-        "import sys, threading\n"
-        "stop = threading.Event()\n"
-        f"for _ in range({count}): threading.Thread(target=stop.wait, daemon=True).start()\n"
-        "print(threading.active_count(), flush=True)\n"
-        "sys.stdin.readline()\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert int(holder.stdout.readline()) > count
-    return holder
 
 
 @pytest.mark.kernel
