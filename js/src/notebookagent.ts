@@ -3,6 +3,7 @@
  * conversation and the question in flight. The panel shows the agent of the active
  * notebook; each notebook keeps its own while the user switches between them.
  */
+import type { ICodeCellModel } from '@jupyterlab/cells';
 import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import type { KernelMessage } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
@@ -73,9 +74,22 @@ export class NotebookAgent implements IDisposable {
     return this.panel.sessionContext.kernelDisplayName;
   }
 
-  /** Whether the kernel is executing (our requests then wait behind the running cell). */
+  /**
+   * Whether the kernel's main shell is executing: our requests then wait behind the
+   * running cell. The kernel's status is not this: with subshells (ipykernel 7) a comm
+   * handled on a subshell, or a control request, reports "idle" while a cell still runs.
+   * So it is this notebook's own running cells, plus executions that other clients of
+   * the same kernel (a console) started on the main shell, seen on iopub.
+   */
   get kernelBusy(): boolean {
-    return this.panel.sessionContext.session?.kernel?.status === 'busy';
+    if (this._othersExecuting.size > 0) {
+      return true;
+    }
+    return this.panel.content.widgets.some(
+      cell =>
+        cell.model.type === 'code' &&
+        (cell.model as ICodeCellModel).executionState === 'running'
+    );
   }
 
   status: IStatusInfo | null = null;
@@ -329,6 +343,9 @@ export class NotebookAgent implements IDisposable {
 
   private _onKernelStatus(): void {
     const status = this.panel.sessionContext.session?.kernel?.status;
+    if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
+      this._othersExecuting.clear();
+    }
     if (status === 'restarting' || status === 'autorestarting') {
       this._dropClient('The kernel restarted; the question was stopped.');
       this._setState({ kind: 'restarting' });
@@ -351,6 +368,7 @@ export class NotebookAgent implements IDisposable {
 
   private _onKernelChanged(): void {
     this._dropClient('The notebook changed kernel; the question was stopped.');
+    this._othersExecuting.clear();
     this.frames = [];
     this.status = null;
     this._setState({ kind: 'idle' });
@@ -360,12 +378,29 @@ export class NotebookAgent implements IDisposable {
   }
 
   private _onIOPub(_: unknown, msg: KernelMessage.IMessage): void {
-    if (
-      msg.header.msg_type === 'status' &&
-      (msg as KernelMessage.IStatusMsg).content.execution_state === 'idle' &&
-      msg.parent_header &&
-      (msg.parent_header as KernelMessage.IHeader).msg_type === 'execute_request'
-    ) {
+    if (msg.header.msg_type !== 'status' || !msg.parent_header) {
+      return;
+    }
+    const parent = msg.parent_header as KernelMessage.IHeader;
+    if (parent.msg_type !== 'execute_request') {
+      return;
+    }
+    const state = (msg as KernelMessage.IStatusMsg).content.execution_state;
+    const kernel = this.panel.sessionContext.session?.kernel;
+    if (!parent.subshell_id && kernel && parent.session !== kernel.clientId) {
+      // another client's cell on the main shell (this notebook's cells are counted
+      // from their own execution state)
+      const before = this._othersExecuting.size;
+      if (state === 'busy') {
+        this._othersExecuting.add(parent.msg_id);
+      } else if (state === 'idle') {
+        this._othersExecuting.delete(parent.msg_id);
+      }
+      if (this._othersExecuting.size !== before) {
+        this._changed.emit();
+      }
+    }
+    if (state === 'idle') {
       clearTimeout(this._refreshTimer);
       this._refreshTimer = setTimeout(() => this.refresh(), REFRESH_DELAY);
     }
@@ -391,6 +426,8 @@ export class NotebookAgent implements IDisposable {
   private _isDisposed = false;
   private _path: string;
   private _refreshTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** msg ids of other clients' executions running on the main shell */
+  private _othersExecuting = new Set<string>();
 }
 
 function errorText(error: unknown): string {
