@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from llm_server import LLMServer, Reply, Request, code_answer
+from llm_server import LLMServer, Reply, Request, code_answer, tool_call
 
 from dataagent_jupyter.eval import main
 from dataagent_jupyter.eval.dabench import extract_answers, load_questions, same_value, score
-from dataagent_jupyter.events import MODES
 
 pytestmark = pytest.mark.kernel
 
@@ -225,6 +224,58 @@ def test_resume_asks_only_what_is_not_in_the_report(
     assert "made with model=gpt-4o-mini, mode=run, privacy=schema" in capsys.readouterr().err
 
 
+# agent mode: each question is one step (a run_python tool call) and a written summary
+AGENT_STEPS = {
+    "Q1": ("print(f\"@mean_x[{df['x'].mean():.2f}]\")", "The mean of x is as printed."),
+    "Q2": ("print(f\"@max_x[{df['x'].max()}]\")", "The first row's name is @first[bob]."),
+}
+
+
+def agent_route(request: Request) -> Reply:
+    """First request of a question: a step; once the step's output came back: the summary."""
+    step, summary = AGENT_STEPS[asked_about(request)]
+    if not any(m.get("role") == "tool" for m in request.messages):
+        return Reply(tool_calls=[tool_call("run_python", code=step)])
+    return Reply(text=summary)
+
+
+def test_agent_mode_scores_what_the_steps_printed_and_the_summary(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = dataset / "agent"
+    with LLMServer(default=agent_route) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", server.api_key or "")
+        status = main(
+            [
+                str(dataset / "questions.jsonl"),
+                "--tables",
+                str(dataset / "tables"),
+                "--labels",
+                str(dataset / "labels.jsonl"),
+                "--ids",
+                "1,2",
+                "--mode",
+                "agent",
+                "--out",
+                str(out),
+            ]
+        )
+        requests = server.chat_requests()
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert printed.out.rstrip().splitlines()[-2] == "accuracy: 1/2 (50.0%)"
+    by_id = {q["id"]: q for q in json.loads((out / "report.json").read_text())["questions"]}
+    # Q1's answer was only printed by its step; Q2's second answer only written in the summary
+    assert by_id["1"]["right"] and by_id["1"]["got"] == {"mean_x": "2.50"}
+    assert by_id["2"]["reason"] == "wrong value"
+    assert by_id["2"]["got"] == {"max_x": "4", "first": "bob"}
+    # two requests a question, with the tools offered; the step's output went back to the model
+    assert len(requests) == 4 and all(r.body.get("tools") for r in requests)
+    back = [m for r in requests for m in r.messages if m.get("role") == "tool"]
+    assert any("@mean_x[2.50]" in str(m["content"]) for m in back)
+
+
 def test_command_line_errors_are_messages_not_tracebacks(dataset: Path, tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -240,11 +291,8 @@ def test_command_line_errors_are_messages_not_tracebacks(dataset: Path, tmp_path
     agent = run(q, "--tables", t, "--labels", str(dataset / "labels.jsonl"), "--mode", "agent",
                 "--out", str(tmp_path / "agent"))  # fmt: skip
     assert "Traceback" not in agent.stderr
-    if "agent" in MODES:
-        # the mode goes through to the session: here it stops at the missing key
-        assert agent.returncode == 1 and "No API key" in agent.stderr
-    else:  # an engine without agent mode says so before asking anything
-        assert agent.returncode == 2 and "--mode agent is not available" in agent.stderr
+    # the mode goes through to the session: here it stops at the missing key
+    assert agent.returncode == 1 and "No API key" in agent.stderr
     unlabelled = run(q, "--tables", t)
     assert unlabelled.returncode == 2 and "6 question(s) have no label" in unlabelled.stderr
     assert "--labels" in unlabelled.stderr

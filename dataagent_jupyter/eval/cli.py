@@ -18,7 +18,6 @@ from typing import Any
 
 from ..config import DataAgent
 from ..errors import Cancelled, DataAgentError, UsageError
-from ..events import MODES
 from ..llm import endpoint_host
 from . import report
 from .dabench import load_questions, select
@@ -80,7 +79,6 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be 0 or more.")
     if args.price is not None and min(args.price) < 0:
         raise UsageError("--price takes two numbers of 0 or more (USD per million tokens).")
-    _check_mode(args.mode)
     tables = Path(args.tables)
     if not tables.is_dir():
         raise UsageError(f"--tables {args.tables!r} is not a folder.")
@@ -157,16 +155,6 @@ def _run(args: argparse.Namespace) -> int:
         print("the report holds the questions that finished; run again with --resume.")
         return 1
     return 0
-
-
-def _check_mode(mode: str) -> None:
-    """Agent mode needs an engine that has it; say so before any question is asked."""
-    if mode not in MODES:
-        raise UsageError(
-            f"--mode {mode} is not available in this version of dataagent-jupyter "
-            f"(modes: {', '.join(MODES)}).",
-            hint="Use --mode run, or upgrade to a version with agent mode.",
-        )
 
 
 def _say_error(exc: DataAgentError) -> None:
