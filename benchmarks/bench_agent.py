@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from llm_server import LLMServer, Reply, tool_call  # noqa: E402
+from report_table import table  # noqa: E402
 
 from dataagent_jupyter.config import DataAgent  # noqa: E402
 from dataagent_jupyter.events import Done  # noqa: E402
@@ -37,15 +38,6 @@ from dataagent_jupyter.options import AskOptions  # noqa: E402
 from dataagent_jupyter.session import Session  # noqa: E402
 
 STEP = "result = sales.groupby('region')['revenue'].sum()\nresult"
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
 
 
 def agent_run(session: Session, server: LLMServer, steps: int) -> float:

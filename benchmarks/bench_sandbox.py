@@ -24,6 +24,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from report_table import table
+
 from dataagent_jupyter.config import DataAgent
 from dataagent_jupyter.options import AskOptions
 from dataagent_jupyter.sandbox import Sandbox
@@ -57,15 +59,6 @@ def numeric_frame(nbytes: int) -> pd.DataFrame:
     rows = nbytes // (8 * columns)
     rng = np.random.default_rng(0)
     return pd.DataFrame({f"c{i}": rng.random(rows) for i in range(columns)})
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
 
 
 def bench_latency(outdir: str, repeat: int) -> None:

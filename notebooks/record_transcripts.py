@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -68,47 +70,55 @@ def answer(request: Request) -> Reply:
     return Reply(text=ANSWERS[question])
 
 
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) these variables for the notebook's kernel, then put
+    back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def execute(notebook: Path) -> nbformat.NotebookNode:
+    """Run every cell of ``notebook`` in a fresh kernel, with an empty history and cache."""
+    with tempfile.TemporaryDirectory() as data, environment(JUPYTER_DATA_DIR=data):
+        nb = nbformat.read(notebook, as_version=4)
+        NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
+    return nb
+
+
 def record(notebook: Path) -> None:
+    """Answer the notebook's questions from ANSWERS and write what was said to its
+    transcript."""
     transcript = notebook.with_suffix(".jsonl")
     transcript.unlink(missing_ok=True)
-    with LLMServer(default=answer) as server, tempfile.TemporaryDirectory() as data:
-        env = {
-            "OPENAI_BASE_URL": server.url,
-            "OPENAI_API_KEY": server.api_key or "",
-            "DATAAGENT_RECORD": str(transcript),
-            "JUPYTER_DATA_DIR": data,
-        }
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            nb = nbformat.read(notebook, as_version=4)
-            NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with (
+        LLMServer(default=answer) as server,
+        environment(
+            OPENAI_BASE_URL=server.url,
+            OPENAI_API_KEY=server.api_key or "",
+            DATAAGENT_RECORD=str(transcript),
+        ),
+    ):
+        execute(notebook)
     print(f"{transcript.name}: {len(transcript.read_text().splitlines())} exchanges")
 
 
 def store_outputs(notebook: Path) -> None:
     """Execute ``notebook`` as CI does (replay, no key, fresh cache) and save its outputs."""
-    with tempfile.TemporaryDirectory() as data:
-        env = {"JUPYTER_DATA_DIR": data}
-        saved = {k: os.environ.get(k) for k in (*env, "OPENAI_API_KEY", "OPENAI_BASE_URL")}
-        os.environ.update(env)
-        os.environ.pop("OPENAI_API_KEY", None)
-        os.environ.pop("OPENAI_BASE_URL", None)
-        try:
-            nb = nbformat.read(notebook, as_version=4)
-            NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(HERE)}}).execute()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with environment(OPENAI_API_KEY=None, OPENAI_BASE_URL=None):
+        nb = execute(notebook)
     for cell in nb.cells:  # what nbclient adds beyond the outputs is noise in a diff
         cell.metadata.pop("execution", None)
     nbformat.write(nb, notebook)
