@@ -24,7 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report_table import table
+from benchkit import table, wait_ready
 
 from dataagent_jupyter.config import DataAgent
 from dataagent_jupyter.options import AskOptions
@@ -43,15 +43,6 @@ def first_output(box: Sandbox, code: str, frames: dict) -> float:
         for _ in outputs:
             pass
     return elapsed
-
-
-def wait_ready(box: Sandbox, timeout: float = 60.0) -> None:
-    """Until the next child has started (as between questions a person types)."""
-    deadline = time.monotonic() + timeout
-    while not box.ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the next child did not come up")
-        time.sleep(0.02)
 
 
 def numeric_frame(nbytes: int) -> pd.DataFrame:
