@@ -17,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,76 @@ NOTEBOOK = "jupyterapp.shell.currentWidget"
 CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell"
 
 
+#: the notebook's kernel has nothing to run. Not ``kernel.status`` alone: with subshells
+#: (ipykernel 7) a comm or control request reports "idle" while a cell still runs, so no
+#: code cell may be in its "running" state either.
+KERNEL_QUIET_JS = """() => {
+  const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = nb && nb.sessionContext && nb.sessionContext.session
+    && nb.sessionContext.session.kernel;
+  return !!kernel && kernel.status === 'idle'
+    && !nb.content.widgets.some(c => c.model.type === 'code'
+                                     && c.model.executionState === 'running');
+}"""
+
+
+@contextmanager
+def lab_for(
+    base: Path,
+    llm: Any,
+    notebook: str,
+    cells: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> Iterator[LabServer]:
+    """JupyterLab whose kernels talk to ``llm``, with ``notebook`` holding ``cells``.
+
+    History and the response cache live under ``base`` (no answer cached by another
+    test), the child kernel starts cold (``warm_child = False``), and every kernel is shut
+    down and the server stopped afterwards. ``options`` go to :class:`LabServer`.
+    """
+    server = LabServer(
+        base / "lab",
+        {
+            "OPENAI_BASE_URL": llm.url,
+            "OPENAI_API_KEY": llm.api_key or "",
+            "MPLBACKEND": "Agg",
+            "JUPYTER_DATA_DIR": str(base / "data"),
+            **(env or {}),
+        },
+        **{"kernel_config": "c.DataAgent.warm_child = False\n", **options},
+    )
+    try:
+        server.new_notebook(notebook, cells=cells)
+        yield server
+    finally:
+        server.delete_sessions()
+        server.stop()
+
+
+@contextmanager
+def chromium_page(request: Any, timeout_ms: float = 60_000) -> Iterator[Any]:
+    """A page in a fresh headless Chromium; its screenshot lands in test-artifacts/ when
+    the test (``request``'s node) failed, to see what the user would have seen."""
+    from playwright.sync_api import sync_playwright
+
+    failed_before = request.session.testsfailed
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(timeout_ms)
+            yield page
+            # the call phase has been reported by now: a failure shows in the counter
+            if request.session.testsfailed > failed_before:
+                ARTIFACTS.mkdir(exist_ok=True)
+                shot = ARTIFACTS / f"{request.node.name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+
+
 def open_notebook(page: Any, lab: LabServer, name: str) -> None:
     """Open ``name`` in a workspace of its own (no tabs restored from other tests)."""
     workspace = Path(name).stem
@@ -196,15 +268,8 @@ def open_notebook(page: Any, lab: LabServer, name: str) -> None:
 
 
 def wait_kernel_idle(page: Any, timeout: float = 60000) -> None:
-    page.wait_for_function(
-        f"""() => {{
-            const nb = {NOTEBOOK};
-            const k = nb && nb.sessionContext && nb.sessionContext.session
-                && nb.sessionContext.session.kernel;
-            return k && k.status === 'idle';
-        }}""",
-        timeout=timeout,
-    )
+    """Wait until the notebook's kernel has nothing left to run."""
+    page.wait_for_function(KERNEL_QUIET_JS, timeout=timeout)
 
 
 def cell_sources(page: Any) -> list[str]:
@@ -223,14 +288,11 @@ def run_in_last_cell(page: Any, code: str) -> None:
     )
     page.keyboard.press("Shift+Enter")
     page.wait_for_function(
-        f"""() => {{
-            const nb = {NOTEBOOK};
-            const done = nb.content.model.sharedModel.cells
-                .filter(c => c.cell_type === 'code' && c.execution_count).length;
-            return done > {before} && nb.sessionContext.session.kernel.status === 'idle';
-        }}""",
+        f"""() => {NOTEBOOK}.content.model.sharedModel.cells
+            .filter(c => c.cell_type === 'code' && c.execution_count).length > {before}""",
         timeout=60000,
     )
+    wait_kernel_idle(page)
 
 
 def docs_screenshot(page: Any, name: str) -> Path:

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from browser_helpers import (
-    ARTIFACTS,
     CELLS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     LabServer,
     ask,
+    chromium_page,
+    lab_for,
     open_notebook,
     open_panel,
     wait_kernel_idle,
@@ -76,50 +76,20 @@ def answer(request: Request) -> Reply:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[LabServer, LLMServer]]:
-    with LLMServer(default=answer) as llm:
-        server = LabServer(
-            tmp_path / "lab",
-            {
-                "OPENAI_BASE_URL": llm.url,
-                "OPENAI_API_KEY": llm.api_key or "",
-                "MPLBACKEND": "Agg",
-                "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-            },
-            kernel_config="c.DataAgent.warm_child = False\n",
-        )
-        server.new_notebook(
-            "hostile.ipynb",
-            cells=[
-                SETUP,
-                "%%ask df\nexplain n in the cell-insert",
-                "%%ask df --run\nshow everything in the cell-run",
-                "import dataagent_jupyter\nchat = dataagent_jupyter.chat()\nchat",
-            ],
-        )
-        try:
-            yield server, llm
-        finally:
-            server.delete_sessions()
-            server.stop()
+    cells = [
+        SETUP,
+        "%%ask df\nexplain n in the cell-insert",
+        "%%ask df --run\nshow everything in the cell-run",
+        "import dataagent_jupyter\nchat = dataagent_jupyter.chat()\nchat",
+    ]
+    with LLMServer(default=answer) as llm, lab_for(tmp_path, llm, "hostile.ipynb", cells) as server:
+        yield server, llm
 
 
 @pytest.fixture
 def page(request: pytest.FixtureRequest) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    failed_before = request.session.testsfailed
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            pg = context.new_page()
-            pg.set_default_timeout(60_000)
-            yield pg
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(request) as pg:
+        yield pg
 
 
 def chat_ask(page: Any, question: str, mode: str) -> Any:

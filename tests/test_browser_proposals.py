@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, NOTEBOOK, LabServer, open_notebook
+from browser_helpers import (
+    CHROMIUM,
+    NOTEBOOK,
+    LabServer,
+    chromium_page,
+    lab_for,
+    open_notebook,
+    wait_kernel_idle,
+)
 from llm_server import LLMServer, Reply, Request, code_answer
 
 pytestmark = [
@@ -22,8 +30,6 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
 ]
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
 SETUP = (
     "import pandas as pd\n"
     "sales = pd.DataFrame({'region': ['N', 'S', 'N'], 'revenue': [1.0, 2.5, 4.0]})\n"
@@ -41,40 +47,15 @@ def answer(request: Request) -> Reply:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[LabServer, LLMServer]]:
-    with LLMServer(default=answer) as llm:
-        server = LabServer(
-            tmp_path / "lab",
-            {
-                "OPENAI_BASE_URL": llm.url,
-                "OPENAI_API_KEY": llm.api_key or "",
-                "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-            },
-            kernel_config="c.DataAgent.warm_child = False\n",
-        )
-        server.new_notebook("runall.ipynb", cells=[SETUP, ASK_1, ASK_2])
-        try:
-            yield server, llm
-        finally:
-            server.delete_sessions()
-            server.stop()
+    cells = [SETUP, ASK_1, ASK_2]
+    with LLMServer(default=answer) as llm, lab_for(tmp_path, llm, "runall.ipynb", cells) as server:
+        yield server, llm
 
 
 @pytest.fixture
 def page(request: pytest.FixtureRequest) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    failed_before = request.session.testsfailed
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.set_default_timeout(60_000)
-            yield page
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(request) as pg:
+        yield pg
 
 
 def run_all(page: Any) -> None:
@@ -82,9 +63,7 @@ def run_all(page: Any) -> None:
     page.evaluate(
         "async () => { await window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
     )
-    page.wait_for_function(
-        f"() => {NOTEBOOK}.sessionContext.session.kernel.status === 'idle'", timeout=60000
-    )
+    wait_kernel_idle(page)
 
 
 def cells(page: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, LabServer, docs_screenshot
+from browser_helpers import (
+    CHROMIUM,
+    KERNEL_QUIET_JS,
+    LabServer,
+    chromium_page,
+    docs_screenshot,
+    lab_for,
+)
 from llm_server import LLMServer, Reply, code_answer
 from playwright.sync_api import expect
 
@@ -28,8 +35,6 @@ pytestmark = [
     ),
 ]
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
 CODE = "result = sales.groupby('region')['revenue'].sum().sort_values(ascending=False)"
 EXPLANATION = "Group by region and add up the revenue."
 
@@ -44,12 +49,6 @@ SHOW = "import dataagent_jupyter\ndataagent_jupyter.chat()"
 CELLS_JS = """() => {
   const panel = window.jupyterapp.shell.currentWidget;
   return panel.content.model.sharedModel.cells.map(c => c.getSource());
-}"""
-KERNEL_IDLE_JS = """() => {
-  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const kernel = panel && panel.sessionContext && panel.sessionContext.session
-    && panel.sessionContext.session.kernel;
-  return !!kernel && kernel.status === 'idle';
 }"""
 HAS_LABEXTENSION_JS = """() => {
   const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
@@ -68,46 +67,24 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LabSer
     """
     variant = getattr(request, "param", "")
     without = variant == "without-labextension"
-    with LLMServer(default=Reply(text=code_answer(CODE, EXPLANATION), chunk_delay=0.02)) as llm:
-        server = LabServer(
-            tmp_path / "lab",
-            {
-                "OPENAI_BASE_URL": llm.url,
-                "OPENAI_API_KEY": llm.api_key or "",
-                "MPLBACKEND": "Agg",
-                # history and response cache of this test only: no answer cached elsewhere
-                "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-            },
-            kernel_config="c.DataAgent.warm_child = False\n",
+    with (
+        LLMServer(default=Reply(text=code_answer(CODE, EXPLANATION), chunk_delay=0.02)) as llm,
+        lab_for(
+            tmp_path,
+            llm,
+            "chat.ipynb",
+            [SETUP, SHOW],
             disabled_labextensions=("dataagent-jupyter",) if without else (),
             app="notebook" if variant == "notebook7" else "lab",
-        )
-        server.new_notebook("chat.ipynb", cells=[SETUP, SHOW])
-        try:
-            yield server, llm
-        finally:
-            server.stop()
+        ) as server,
+    ):
+        yield server, llm
 
 
 @pytest.fixture
 def page(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A headless Chromium page; a screenshot lands in test-artifacts/ if the test fails."""
-    from playwright.sync_api import sync_playwright
-
-    failed_before = request.session.testsfailed
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-            # the call phase has been reported by now: a failure shows in the counter
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(request) as pg:
+        yield pg
 
 
 def open_chat(server: LabServer, page: Any) -> None:
@@ -115,7 +92,7 @@ def open_chat(server: LabServer, page: Any) -> None:
     where = "lab/tree" if server.app == "lab" else "notebooks"
     page.goto(f"{server.url}/{where}/chat.ipynb")
     page.wait_for_selector(".jp-Notebook .jp-Cell")
-    page.wait_for_function(KERNEL_IDLE_JS)
+    page.wait_for_function(KERNEL_QUIET_JS)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".dataagent-chat-input textarea")
 
