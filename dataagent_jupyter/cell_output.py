@@ -139,13 +139,21 @@ def render_in_cell(
 
     The proposal is the ``set_next_input`` payload everywhere; with a cell id, the
     labextension is told too, so it records the provenance and replaces this cell's
-    previous proposal instead of stacking a copy (``provenance.py``).
+    previous proposal instead of stacking a copy (``provenance.py``). An agent run's
+    payload is one ``# %%`` cell; the labextension swaps it for the separate cells.
     """
     done = render_events(events, mode=options.mode or "insert", shell=shell, question=question)
     if done.mode == "insert":
         session.pending_cell = cell_text(question, done.code)
         if options.cell_id is not None:
             announce_proposal(options.cell_id, session.pending_cell, provenance(question, done))
+    elif done.mode == "agent" and done.cells:
+        session.pending_cell = percent_cells(done.cells)
+        if options.cell_id is not None:
+            # the labextension puts the cells in place of the one ``# %%`` cell
+            announce_proposal(
+                options.cell_id, session.pending_cell, provenance(question, done), done.cells
+            )
 
 
 def cell_text(question: str, code: str, *, failed: bool = False) -> str:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from .events import Done
+from .events import Done, ProposedCell
 from .frontend import FRONTEND_TARGET
 
 log = logging.getLogger("dataagent_jupyter.provenance")
@@ -40,24 +41,30 @@ def provenance(question: str, done: Done) -> dict[str, Any]:
     }
 
 
-def announce_proposal(cell_id: str, text: str, record: dict[str, Any]) -> None:
+def announce_proposal(
+    cell_id: str, text: str, record: dict[str, Any], cells: Sequence[ProposedCell] = ()
+) -> None:
     """Tell the labextension that the cell ``cell_id`` proposes ``text`` (with ``record``).
 
-    Without the labextension nothing listens and the proposal stays a plain
-    ``set_next_input`` cell, as it always was.
+    ``cells`` (an agent run's analysis: a Markdown cell, then a code cell per step that
+    worked) are what the labextension inserts instead of ``text``, the one-cell ``# %%``
+    form that ``set_next_input`` carries. The choice is made in the front end, once the
+    cell has run, because only then could an answer reach the kernel: without the
+    labextension nothing listens and the ``set_next_input`` cell stays, as it always was.
     """
     try:
         import comm as comm_package
 
         channel = comm_package.create_comm(target_name=FRONTEND_TARGET, primary=False)
         channel.on_msg(lambda msg: channel.close())
-        channel.open(
-            data={
-                "type": "proposal",
-                "cell_id": cell_id,
-                "code": text,
-                "metadata": {METADATA_KEY: record},
-            }
-        )
+        data: dict[str, Any] = {
+            "type": "proposal",
+            "cell_id": cell_id,
+            "code": text,
+            "metadata": {METADATA_KEY: record},
+        }
+        if cells:
+            data["cells"] = [{"cell_type": c.cell_type, "source": c.source} for c in cells]
+        channel.open(data=data)
     except Exception as exc:  # the proposal is already in the payload: never fail the cell
         log.debug("could not announce the proposal to the front end: %s", exc)

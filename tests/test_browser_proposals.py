@@ -3,7 +3,8 @@
 A notebook with two insert-mode ``%%ask`` cells is run twice with Run All; the second
 pass is answered from the response cache and leaves the notebook as the first left it.
 A proposal the user edited is kept (the new one goes above it) and the asking cell's
-status line says so.
+status line says so. An ``%%ask --agent`` cell proposes its analysis as separate cells
+(the question and summary in Markdown, then each step that worked), not stacked either.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from browser_helpers import (
     open_notebook,
     wait_kernel_idle,
 )
-from llm_server import LLMServer, Reply, Request, code_answer
+from llm_server import LLMServer, Reply, Request, code_answer, tool_call
 
 pytestmark = [
     pytest.mark.browser,
@@ -123,3 +124,39 @@ def test_run_all_twice_keeps_the_cell_count(lab, page) -> None:
         first[4]["source"],
     ]
     assert any("your edited version" in o for o in third[1]["outputs"])
+
+
+def test_agent_cell_proposes_markdown_and_code_cells_below(lab, page) -> None:
+    server, llm = lab
+    ask = "%%ask sales --agent\nwhere does the revenue come from?"
+    server.new_notebook("agent.ipynb", cells=[SETUP, ask])
+    good = "result = sales.groupby('region')['revenue'].sum()"
+    replies = (
+        Reply(text="Totals first.", tool_calls=[tool_call("run_python", code=good)]),
+        Reply(tool_calls=[tool_call("run_python", code="result = sales['nope']")]),
+        "Region **N** brings most of the revenue.",
+    )
+    llm.script(*replies, *replies)  # the second pass may be answered from the cache
+    open_notebook(page, server, "agent.ipynb")
+    run_all(page)
+    page.wait_for_function(f"() => {NOTEBOOK}.content.model.sharedModel.cells.length === 4")
+    first = cells(page)
+    kinds = page.evaluate(f"() => {NOTEBOOK}.content.model.sharedModel.cells.map(c => c.cell_type)")
+    assert kinds == ["code", "code", "markdown", "code"]
+    assert [c["source"] for c in first[:2]] == [SETUP, ask]
+    summary, step = first[2]["source"], first[3]["source"]
+    assert "> where does the revenue come from?" in summary
+    assert "Region **N** brings most of the revenue." in summary
+    assert step.strip() == good  # the failed step is left out, no # %% markers
+    assert "# %%" not in summary + step
+    for proposed in first[2:]:
+        record = proposed["dataagent"]
+        assert record["question"] == "where does the revenue come from?"
+        assert record["asked_in"] == first[1]["id"]
+    assert first[3]["outputs"] == []  # proposed for review: nothing ran in the notebook
+    assert any("Analysis in 2 step(s) proposed below" in o for o in first[1]["outputs"])
+
+    run_all(page)  # the same cell run again: the same proposal, not a second copy
+    second = cells(page)
+    assert [c["source"] for c in second] == [c["source"] for c in first]
+    assert [c["id"] for c in second[2:]] == [c["id"] for c in first[2:]]

@@ -8,16 +8,18 @@ import type { PartialJSONObject } from '@lumino/coreutils';
 
 import { FRONTEND_TARGET, IProposedCell } from './wire';
 import {
+  addStatusNote,
+  areProposedCells,
   cellProvenance,
   IProvenance,
   isProposal,
   isProvenance,
+  KEPT_EDITED_NOTE,
+  MAX_CELLS,
   METADATA_KEY,
-  PendingProposals
+  PendingProposals,
+  replacePrevious
 } from './proposals';
-
-/** Most cells one request may insert (an agent run has at most a few dozen steps). */
-const MAX_CELLS = 100;
 
 /**
  * Insert `code` as a new code cell below the active cell (at the top of an empty
@@ -51,13 +53,15 @@ export function replaceActive(panel: NotebookPanel, code: string): string | null
 /**
  * Insert `cells` (an agent run's analysis: Markdown and code) in order below the cell at
  * `index - 1`; returns the id of the first one. The notebook stays where the user is.
- * `provenance` goes into each new cell's metadata.
+ * `provenance` goes into each new cell's metadata, with `askedIn` (the asking cell's id)
+ * when the cells are that cell's proposal.
  */
 export function insertCellsAt(
   panel: NotebookPanel,
   index: number,
   cells: IProposedCell[],
-  provenance: IProvenance | null = null
+  provenance: IProvenance | null = null,
+  askedIn: string | null = null
 ): string | null {
   const shared = panel.content.model?.sharedModel;
   if (!shared) {
@@ -70,7 +74,7 @@ export function insertCellsAt(
       cell_type: cell.cell_type,
       source: cell.source,
       metadata: provenance
-        ? { [METADATA_KEY]: cellProvenance(provenance, cell.source, null) }
+        ? { [METADATA_KEY]: cellProvenance(provenance, cell.source, askedIn) }
         : {}
     }))
   );
@@ -135,6 +139,12 @@ export interface IInsertCellRequest {
   provenance?: IProvenance | null;
   /** an agent run's cells, inserted in order instead of `code` */
   cells?: IProposedCell[];
+  /**
+   * The cells are the proposal of the cell `cell_id` (an `%%ask --agent` run approved
+   * step by step, which ends after its cell): they replace its previous proposal below
+   * instead of stacking, as `set_next_input` proposals do (proposals.ts).
+   */
+  proposal?: boolean;
 }
 
 /**
@@ -148,9 +158,21 @@ export function applyInsertRequest(
   const index = indexOfCell(panel, request.cell_id);
   const provenance = request.provenance ?? null;
   if (request.cells?.length && !request.replace) {
-    return index < 0
-      ? insertCellsBelowActive(panel, request.cells, provenance)
-      : insertCellsAt(panel, index + 1, request.cells, provenance);
+    if (index < 0) {
+      return insertCellsBelowActive(panel, request.cells, provenance);
+    }
+    if (!request.proposal || !provenance || !request.cell_id) {
+      return insertCellsAt(panel, index + 1, request.cells, provenance);
+    }
+    const askedIn = request.cell_id;
+    const shared = panel.content.model!.sharedModel;
+    const first = insertCellsAt(panel, index + 1, request.cells, provenance, askedIn);
+    const settled = replacePrevious(shared, index, request.cells.length, askedIn);
+    if (settled === 'kept-edited') {
+      addStatusNote(shared, askedIn, KEPT_EDITED_NOTE);
+    }
+    // when the old cells stayed (same code), they are the proposal now
+    return settled === 'unchanged' ? (shared.cells[index + 1]?.id ?? first) : first;
   }
   if (index < 0) {
     return request.replace
@@ -177,22 +199,8 @@ function isInsertRequest(data: unknown): data is IInsertCellRequest {
     typeof d.code === 'string' &&
     (d.cell_id === null || d.cell_id === undefined || typeof d.cell_id === 'string') &&
     (d.provenance === null || d.provenance === undefined || isProvenance(d.provenance)) &&
-    (d.cells === undefined || areProposedCells(d.cells))
-  );
-}
-
-/** Whether `value` is a list of cells as the kernel sends them (checked: it is untrusted). */
-export function areProposedCells(value: unknown): value is IProposedCell[] {
-  return (
-    Array.isArray(value) &&
-    value.length <= MAX_CELLS &&
-    value.every(
-      c =>
-        typeof c === 'object' &&
-        c !== null &&
-        (c.cell_type === 'markdown' || c.cell_type === 'code') &&
-        typeof c.source === 'string'
-    )
+    (d.cells === undefined || areProposedCells(d.cells)) &&
+    (d.proposal === undefined || typeof d.proposal === 'boolean')
   );
 }
 

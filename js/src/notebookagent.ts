@@ -21,9 +21,9 @@ import {
   Mode,
   StepDecision
 } from './wire';
-import { areProposedCells, insertCellsBelowActive } from './cells';
+import { insertCellsBelowActive } from './cells';
 import { applyEvent, ITurn, mergeHistory, newTurn } from './render';
-import { turnProvenance } from './proposals';
+import { areProposedCells, turnProvenance } from './proposals';
 
 /** Where the connection to the kernel stands. */
 export type AgentState =

@@ -18,9 +18,21 @@
  * Whether a cell was edited is told by a hash of the source it was inserted with,
  * kept in its metadata. Without this labextension the kernel's `set_next_input` alone
  * acts, as before.
+ *
+ * An agent run (`%%ask --agent`) proposes several cells: a Markdown cell with the
+ * question and summary, then one code cell per step that worked. `set_next_input` can
+ * only make one cell, so its payload is the cells in one text with `# %%` markers; the
+ * proposal carries the cells too, and here the one cell is swapped for them. A previous
+ * proposal is then the run of cells below that came from the same asking cell and turn,
+ * and the rules above apply to it as a whole (one edited cell keeps them all).
  */
 import type { ISharedCell, ISharedNotebook } from '@jupyter/ydoc';
 import type { PartialJSONObject } from '@lumino/coreutils';
+
+import type { IProposedCell } from './wire';
+
+/** Most cells one proposal or request may insert (an agent run has a few dozen steps). */
+export const MAX_CELLS = 100;
 
 /** The cell-metadata key of the provenance record. */
 export const METADATA_KEY = 'dataagent';
@@ -33,12 +45,14 @@ export interface IProvenance extends PartialJSONObject {
   asked_at: string;
 }
 
-/** What the kernel sends while an insert-mode `%%ask` cell runs. */
+/** What the kernel sends while an insert-mode or agent `%%ask` cell runs. */
 export interface IProposal {
   type: 'proposal';
   cell_id: string;
   code: string;
   metadata: { [METADATA_KEY]: IProvenance };
+  /** an agent run's cells, put in place of the one `# %%` cell `code` */
+  cells?: IProposedCell[];
 }
 
 /** The outcome of settling a proposal, for the tests and the status note. */
@@ -88,7 +102,23 @@ export function isProposal(data: unknown): data is IProposal {
     typeof d.code === 'string' &&
     typeof meta === 'object' &&
     meta !== null &&
-    isProvenance(meta[METADATA_KEY])
+    isProvenance(meta[METADATA_KEY]) &&
+    (d.cells === undefined || (areProposedCells(d.cells) && d.cells.length > 0))
+  );
+}
+
+/** Whether `value` is a list of cells as the kernel sends them (checked: it is untrusted). */
+export function areProposedCells(value: unknown): value is IProposedCell[] {
+  return (
+    Array.isArray(value) &&
+    value.length <= MAX_CELLS &&
+    value.every(
+      c =>
+        typeof c === 'object' &&
+        c !== null &&
+        (c.cell_type === 'markdown' || c.cell_type === 'code') &&
+        typeof c.source === 'string'
+    )
   );
 }
 
@@ -141,28 +171,88 @@ export function settleProposal(notebook: ISharedNotebook, proposal: IProposal): 
   if (!fresh || fresh.cell_type !== 'code' || fresh.getSource() !== proposal.code) {
     return 'missing'; // the payload was not applied here: nothing to settle
   }
-  const record = cellProvenance(proposal.metadata[METADATA_KEY], proposal.code, proposal.cell_id);
-  const previous = cells[at + 2];
-  const previousRecord = provenanceOf(previous);
-  let settled: Settled = 'inserted';
-  notebook.transact(() => {
-    fresh.setMetadata(METADATA_KEY, record);
-    if (!previous || previousRecord?.asked_in !== proposal.cell_id) {
-      return;
-    }
-    if (!isUnedited(previous)) {
-      settled = 'kept-edited';
-    } else if (previous.getSource() === proposal.code) {
-      // keep the old cell and its outputs; it now stands for the new turn
-      previous.setMetadata(METADATA_KEY, record);
+  const record = proposal.metadata[METADATA_KEY];
+  const proposed = proposal.cells ?? [];
+  if (proposed.length) {
+    // the one `# %%` cell becomes the separate cells it stands for (in a transaction of
+    // its own: `notebook.cells` follows the document only once a transaction has ended)
+    notebook.transact(() => {
       notebook.deleteCell(at + 1);
-      settled = 'unchanged';
-    } else {
-      notebook.deleteCell(at + 2);
-      settled = 'replaced';
+      notebook.insertCells(
+        at + 1,
+        proposed.map(cell => ({
+          cell_type: cell.cell_type,
+          source: cell.source,
+          metadata: { [METADATA_KEY]: cellProvenance(record, cell.source, proposal.cell_id) }
+        }))
+      );
+    });
+  } else {
+    fresh.setMetadata(METADATA_KEY, cellProvenance(record, proposal.code, proposal.cell_id));
+  }
+  return replacePrevious(notebook, at, Math.max(proposed.length, 1), proposal.cell_id);
+}
+
+/**
+ * The `count` cells just put below the asking cell at index `at` are its new proposal:
+ * settle the previous one right below them. Returns what happened; the new cells carry
+ * their provenance already. Call it outside a transaction (it reads `notebook.cells`).
+ */
+export function replacePrevious(
+  notebook: ISharedNotebook,
+  at: number,
+  count: number,
+  askedIn: string
+): Settled {
+  const cells = notebook.cells;
+  const start = at + 1 + count;
+  const fresh = cells.slice(at + 1, start);
+  const previous = previousProposal(cells, start, askedIn);
+  if (previous.length === 0) {
+    return 'inserted';
+  }
+  if (!previous.every(isUnedited)) {
+    return 'kept-edited';
+  }
+  const same =
+    previous.length === fresh.length &&
+    previous.every(
+      (cell, i) =>
+        cell.cell_type === fresh[i].cell_type && cell.getSource() === fresh[i].getSource()
+    );
+  if (same) {
+    // keep the old cells and their outputs; they now stand for the new turn
+    notebook.transact(() => {
+      previous.forEach((cell, i) =>
+        cell.setMetadata(METADATA_KEY, fresh[i].getMetadata(METADATA_KEY) as PartialJSONObject)
+      );
+      notebook.deleteCellRange(at + 1, start);
+    });
+    return 'unchanged';
+  }
+  notebook.deleteCellRange(start, start + previous.length);
+  return 'replaced';
+}
+
+/** The cells from `start` on that one earlier turn of the asking cell `askedIn` proposed. */
+function previousProposal(
+  cells: readonly ISharedCell[],
+  start: number,
+  askedIn: string
+): ISharedCell[] {
+  const first = provenanceOf(cells[start]);
+  if (first?.asked_in !== askedIn) {
+    return [];
+  }
+  const group: ISharedCell[] = [];
+  for (let i = start; i < cells.length; i++) {
+    const record = provenanceOf(cells[i]);
+    if (record?.asked_in !== askedIn || record.turn_id !== first.turn_id) {
+      break;
     }
-  });
-  return settled;
+    group.push(cells[i]);
+  }
+  return group;
 }
 
 /** Add `note` to the asking cell's final status line (the output starting with ✓). */

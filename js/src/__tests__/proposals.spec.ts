@@ -103,6 +103,79 @@ describe('settleProposal', () => {
   });
 });
 
+describe('settleProposal for an agent run', () => {
+  const cellsOf = (steps: string[]) => [
+    { cell_type: 'markdown' as const, source: '**Question**\n\n> q?' },
+    ...steps.map(source => ({ cell_type: 'code' as const, source }))
+  ];
+  const percent = (steps: string[]) => `# %% [markdown]\n# q?\n\n# %%\n${steps.join('\n# %%\n')}`;
+  function agentProposal(steps: string[], turn = 'abc123'): IProposal {
+    return { ...proposal(percent(steps), turn), cells: cellsOf(steps) };
+  }
+  /** The asking cell run again: set_next_input put one more `# %%` cell below it. */
+  function rerun(nb: YNotebook, steps: string[]): void {
+    nb.insertCell(2, { cell_type: 'code', source: percent(steps), metadata: {} });
+  }
+
+  it('puts the markdown and code cells in place of the one # %% cell', () => {
+    const steps = ['a = 1', 'b = a + 1'];
+    const nb = notebookAfterRun(percent(steps), ['later = 1']);
+    expect(settleProposal(nb, agentProposal(steps))).toBe('inserted');
+    expect(nb.cells.map(c => c.cell_type)).toEqual(['code', 'code', 'markdown', 'code', 'code', 'code']);
+    expect(sources(nb)).toEqual([
+      'sales = load()',
+      '%%ask sales\nq?',
+      '**Question**\n\n> q?',
+      'a = 1',
+      'b = a + 1',
+      'later = 1'
+    ]);
+    for (const cell of nb.cells.slice(2, 5)) {
+      const meta = cell.getMetadata(METADATA_KEY) as { [k: string]: unknown };
+      expect(meta).toMatchObject({ ...RECORD, asked_in: 'ask-1' });
+      expect(meta.source_hash).toBe(sourceHash(cell.getSource()));
+    }
+    expect(nb.cells[5].getMetadata(METADATA_KEY)).toBeUndefined();
+  });
+
+  it('replaces every cell of the previous unedited run, and keeps identical ones', () => {
+    const nb = notebookAfterRun(percent(['a = 1', 'b = 2']), ['later = 1']);
+    settleProposal(nb, agentProposal(['a = 1', 'b = 2'], 'first'));
+    rerun(nb, ['c = 3']);
+    expect(settleProposal(nb, agentProposal(['c = 3'], 'second'))).toBe('replaced');
+    expect(sources(nb).slice(2)).toEqual(['**Question**\n\n> q?', 'c = 3', 'later = 1']);
+    const kept = nb.cells[3].id;
+    rerun(nb, ['c = 3']);
+    expect(settleProposal(nb, agentProposal(['c = 3'], 'third'))).toBe('unchanged');
+    expect(sources(nb).slice(2)).toEqual(['**Question**\n\n> q?', 'c = 3', 'later = 1']);
+    expect(nb.cells[3].id).toBe(kept);
+    expect((nb.cells[3].getMetadata(METADATA_KEY) as { turn_id: string }).turn_id).toBe('third');
+  });
+
+  it('keeps the whole previous run when one of its cells was edited', () => {
+    const nb = notebookAfterRun(percent(['a = 1', 'b = 2']));
+    settleProposal(nb, agentProposal(['a = 1', 'b = 2'], 'first'));
+    nb.cells[4].setSource('b = 20  # mine');
+    rerun(nb, ['c = 3']);
+    expect(settleProposal(nb, agentProposal(['c = 3'], 'second'))).toBe('kept-edited');
+    expect(sources(nb).slice(2)).toEqual([
+      '**Question**\n\n> q?',
+      'c = 3',
+      '**Question**\n\n> q?',
+      'a = 1',
+      'b = 20  # mine'
+    ]);
+  });
+
+  it('rejects malformed cells from the kernel', () => {
+    expect(isProposal(agentProposal(['a = 1']))).toBe(true);
+    expect(isProposal({ ...agentProposal(['a = 1']), cells: [{ cell_type: 'raw', source: 'x' }] })).toBe(
+      false
+    );
+    expect(isProposal({ ...agentProposal(['a = 1']), cells: [] })).toBe(false);
+  });
+});
+
 describe('PendingProposals', () => {
   it('notes on the status line that an edited proposal was kept', () => {
     const code = '# dataagent: q?\nresult = 1\n';
