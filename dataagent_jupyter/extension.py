@@ -10,7 +10,7 @@ session directly.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import TraitError
 
@@ -18,6 +18,9 @@ from . import comm, errors
 from .config import DataAgent
 from .magics import DataAgentMagics, ask_line_transform
 from .session import Session
+
+if TYPE_CHECKING:
+    from .options import AskOptions
 
 log = logging.getLogger("dataagent_jupyter")
 
@@ -37,7 +40,9 @@ class Extension:
                 hint="Fix it in ipython_config.py or with %config DataAgent.<option> = ...",
             ) from None
         self.session = Session(self.config, shell.user_ns)
-        self.magics = DataAgentMagics(shell, self.session, open_chat=self.chat)
+        self.magics = DataAgentMagics(
+            shell, self.session, open_chat=self.chat, ask_with_approval=self._ask_with_approval
+        )
         self._hooks: list[tuple[str, Any]] = []
 
     # --- lifecycle -------------------------------------------------------------------
@@ -94,6 +99,12 @@ class Extension:
         from .widget import ChatWidget  # lazily: ipywidgets loads only with a chat
 
         return ChatWidget(self.session, self.shell)
+
+    def _ask_with_approval(self, question: str, options: AskOptions) -> Any:
+        """``%%ask --agent`` approved step by step: a widget in the cell runs it."""
+        from .widget.agent_cell import ask_with_approval  # lazily, as for the chat
+
+        return ask_with_approval(self.session, self.shell, question, options)
 
     def _add_hook(self, event: str, callback: Any) -> None:
         self.shell.events.register(event, callback)

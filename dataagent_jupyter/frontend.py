@@ -50,6 +50,7 @@ def request_insert(
     on_ack: Callable[[bool], None] | None = None,
     provenance: dict[str, Any] | None = None,
     cells: Sequence[ProposedCell] = (),
+    proposal: bool = False,
 ) -> None:
     """Ask JupyterLab to insert ``code`` as a new cell below ``cell_id`` (or the active cell).
 
@@ -59,7 +60,10 @@ def request_insert(
     called once: with the front end's answer, or ``False`` when it closes the comm without
     one (a front end that does not know the ``dataagent.frontend`` target, such as classic
     Notebook). Nothing is called when no front end answers at all. ``provenance``
-    (``provenance.provenance``) goes into the new cells' metadata.
+    (``provenance.provenance``) goes into the new cells' metadata. ``proposal=True``
+    says the cells are the proposal of the cell ``cell_id`` (an agent run approved step
+    by step, which ends after its cell has run): like a ``set_next_input`` proposal, they
+    replace that cell's previous, unedited proposal instead of stacking below it.
     """
     import comm as comm_package
 
@@ -97,4 +101,6 @@ def request_insert(
         data["provenance"] = provenance
     if cells:
         data["cells"] = [{"cell_type": c.cell_type, "source": c.source} for c in cells]
+    if proposal:
+        data["proposal"] = True
     channel.open(data=data)

@@ -36,10 +36,19 @@ class DataAgentMagics(Magics):
     removes everything.
     """
 
-    def __init__(self, shell: Any, session: Session, *, open_chat: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        session: Session,
+        *,
+        open_chat: Callable[[], Any],
+        ask_with_approval: Callable[[str, AskOptions], Any],
+    ) -> None:
         super().__init__(shell)
         self.session = session
         self.commands = Commands(session, shell, open_chat=open_chat)
+        #: an agent run approved step by step: shown as a widget (the widget front end's)
+        self.ask_with_approval = ask_with_approval
 
     @magic_arguments()
     @argument(
@@ -124,11 +133,9 @@ class DataAgentMagics(Magics):
             cell_id=current_cell_id(),  # a re-run of this cell replaces its turn
         ).resolve(self.session.config)
         if options.mode == "agent" and self.session.config.agent_approval == "each-step":
-            raise errors.UsageError(
-                "approving each step needs buttons, which %%ask has not.",
-                hint="Ask in the chat widget (%dataagent chat) or the Data Agent side panel, "
-                "or %config DataAgent.agent_approval = 'none'.",
-            )
+            # Run / Skip / Stop are buttons, clicked while the run goes on after the cell
+            self.ask_with_approval(question, options)
+            return
         render_in_cell(
             self.session, self.shell, question, options, self.session.ask(question, options)
         )

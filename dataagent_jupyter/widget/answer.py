@@ -44,7 +44,7 @@ class AnswerView:
 
     It renders a question's (or a run's) events; the chat decides where it goes and what
     the buttons do: a button calls ``on_action(name, view)`` with ``name`` one of
-    ``insert``, ``run`` and ``copy``, or (an agent step waiting for approval)
+    ``insert``, ``run`` and ``copy`` (those of ``actions``), or (an agent step waiting for approval)
     ``step-run``, ``step-skip`` and ``step-stop``.
     """
 
@@ -54,9 +54,11 @@ class AnswerView:
         *,
         kind: str = "answer",
         on_action: Callable[[str, AnswerView], None] | None = None,
+        actions: tuple[str, ...] = ("insert", "run", "copy"),
     ) -> None:
         self.question = question
         self.on_action = on_action
+        self.actions = actions  # the buttons offered under the code, in order
         self.box = vbox(
             f"dataagent-chat-{kind}",
             border_left="3px solid var(--jp-brand-color1, #1976d2)",
@@ -248,9 +250,10 @@ class AnswerView:
         insert.add_class("dataagent-chat-insert")
         run.add_class("dataagent-chat-run")
         copy.add_class("dataagent-chat-copy-button")
-        for button, name in ((insert, "insert"), (run, "run"), (copy, "copy")):
+        offered = {"insert": insert, "run": run, "copy": copy}
+        for name, button in offered.items():
             button.on_click(functools.partial(self._clicked, name))
-        self._actions = widgets.HBox([insert, run, copy])
+        self._actions = widgets.HBox([offered[name] for name in self.actions])
         self._action_note = widgets.Output()
         self._action_note.add_class("dataagent-chat-action-note")
         append(self.box, self._actions, self._action_note)

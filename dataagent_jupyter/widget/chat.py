@@ -37,7 +37,6 @@ How it behaves, and why:
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import threading
 import time
@@ -51,8 +50,8 @@ from .. import errors
 from ..background import Stop, stream_in_background
 
 # the same phase names and proposed-cell texts as the magics
-from ..cell_output import PHASES, cell_text, percent_cells
-from ..events import CodeProposed, Done, Event, Failed, Status
+from ..cell_output import cell_text, percent_cells
+from ..events import CodeProposed, Event
 from ..frontend import current_cell_id
 from ..options import AskOptions
 from ..session import Session
@@ -64,6 +63,8 @@ from .parts import (
     bundle_output,
     frame_label,
     note_html,
+    status_html,
+    status_line,
     user_message,
     vbox,
     walk,
@@ -79,15 +80,21 @@ UPLOAD_ACCEPT = ".csv,.tsv,.txt,.gz,.bz2,.zip,.xz,.xlsx,.xlsm,.xls,.ods,.xlsb,.p
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The open chat widgets of each session, so that unloading the extension can close them.
-_open_widgets: weakref.WeakKeyDictionary[Session, weakref.WeakSet[ChatWidget]] = (
+_open_widgets: weakref.WeakKeyDictionary[Session, weakref.WeakSet[widgets.Widget]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def close_all(session: Session) -> None:
-    """Close every open chat widget of ``session`` (call it when the extension unloads)."""
+    """Close every open chat widget (and agent cell) of ``session``, when the extension
+    unloads."""
     for chat in list(_open_widgets.get(session, ())):
         chat.close()
+
+
+def track(session: Session, widget: widgets.Widget) -> None:
+    """Have ``close_all(session)`` close ``widget`` too (it stops what it runs)."""
+    _open_widgets.setdefault(session, weakref.WeakSet()).add(widget)
 
 
 def _guarded(method: F) -> F:
@@ -219,7 +226,7 @@ class ChatWidget(widgets.VBox):
         if getattr(self.shell, "events", None) is not None:
             self.shell.events.register("post_run_cell", self._after_cell)
             self._hook_registered = True
-        _open_widgets.setdefault(session, weakref.WeakSet()).add(self)
+        track(session, self)
 
     # --- public API ------------------------------------------------------------------
     @property
@@ -454,30 +461,9 @@ class ChatWidget(widgets.VBox):
         return True
 
     def _status_for(self, event: Event) -> None:
-        if isinstance(event, Status):
-            label = PHASES.get(event.phase, event.phase)
-            detail = f" {event.message}" if event.message else ""
-            attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-            self._set_status(f"{label}{detail}{attempt} · {self._elapsed():.0f} s")
-        elif isinstance(event, Done):
-            tokens = ""
-            if event.usage.prompt_tokens or event.usage.completion_tokens:
-                tokens = (
-                    f" · {event.usage.prompt_tokens:,} → {event.usage.completion_tokens:,} tokens"
-                )
-            cached = " · from cache" if event.cached else ""
-            what = "Ran the code" if event.outcome == "ran" else "Answered"
-            if event.mode == "agent":
-                ended = f" ({event.ended_by})" if event.ended_by else ""
-                what = f"Analysed in {event.steps} step(s){ended}"
-            self._set_status(
-                f"{what} in {event.elapsed:.1f} s · {event.model}{tokens}{cached}", tone="ok"
-            )
-        elif isinstance(event, Failed):
-            if isinstance(event.error, errors.Cancelled):
-                self._set_status(f"Stopped after {event.elapsed:.1f} s.", tone="idle")
-            else:
-                self._set_status(f"{event.error.title} after {event.elapsed:.1f} s.", tone="error")
+        line = status_line(event, self._elapsed())
+        if line is not None:
+            self._set_status(*line)
 
     # --- small helpers ----------------------------------------------------------------
     def _elapsed(self) -> float:
@@ -489,16 +475,8 @@ class ChatWidget(widgets.VBox):
         self.stop_button.disabled = not busy
         self.new_button.disabled = busy
 
-    def _set_status(self, text: str, *, tone: str = "busy") -> None:
-        colour, icon = {
-            # no icon while busy: an hourglass emoji is missing from many UI fonts
-            "busy": ("var(--jp-brand-color1, #1565c0)", ""),
-            "ok": ("var(--jp-success-color1, #2e7d32)", "✓"),
-            "error": ("var(--jp-error-color1, #c62828)", "✗"),
-            "idle": ("var(--jp-ui-font-color2, #616161)", ""),
-        }[tone]
-        prefix = f"{icon} " if icon else ""
-        self.status.value = note_html(prefix + html.escape(text), colour=colour)
+    def _set_status(self, text: str, tone: str = "busy") -> None:
+        self.status.value = status_html(text, tone)
 
     def _answer_view(self, question: str, *, kind: str = "answer") -> AnswerView:
         return AnswerView(question, kind=kind, on_action=self._on_action)

@@ -48,10 +48,15 @@ class InsertRequest:
         report: Callable[[BaseException], None],
         forget: Callable[[InsertRequest], None],
         cells: tuple[ProposedCell, ...] = (),
+        where: str = "below the chat",
+        proposal: bool = False,
     ) -> None:
         self.answer = answer
         self.text = text
         self.cells = cells
+        self.where = where
+        #: the cells are the asking cell's proposal: they replace its previous one
+        self.proposal = proposal
         self.session = session
         self._report = report
         self._forget = forget
@@ -61,11 +66,11 @@ class InsertRequest:
         self.timer.daemon = True
 
     def start(self, cell_id: str | None) -> None:
-        """Ask for a new cell below ``cell_id`` (the chat's cell) and start waiting."""
+        """Ask for a new cell below ``cell_id`` (the chat's or asking cell) and start waiting."""
         # kept for %dataagent insert too: the magic gives the same code with one action
         self.session.pending_cell = self.text
         what = "the cells" if self.cells else "a new cell"
-        self.answer.action_note(f"Inserting {what} below the chat…")
+        self.answer.action_note(f"Inserting {what} {self.where}…")
         self.timer.start()
         done = self.answer.done
         request_insert(
@@ -75,6 +80,7 @@ class InsertRequest:
             on_ack=self.on_ack,
             provenance=provenance(self.answer.question, done) if done else None,
             cells=self.cells,
+            proposal=self.proposal,
         )
 
     def cancel(self) -> None:
@@ -92,7 +98,7 @@ class InsertRequest:
             if ok:
                 # a late "yes" after the fallback was shown still means the cell is there
                 what = f"{len(self.cells)} cells" if self.cells else "a new cell"
-                self.answer.action_note(f"✓ Inserted {what} below the chat.")
+                self.answer.action_note(f"✓ Inserted {what} {self.where}.")
             elif not late:
                 self.fall_back()
         except Exception as exc:

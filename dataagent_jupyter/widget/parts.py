@@ -17,6 +17,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from .. import errors
+from ..cell_output import PHASES
+from ..events import Done, Event, Failed, Status
 from ..frames import FrameInfo
 from ..sanitize import clean_output, markdown_bundle
 
@@ -102,3 +104,44 @@ def user_message(question: str) -> widgets.HTML:
 def note_html(text: str, *, colour: str = "var(--jp-ui-font-color2, #616161)") -> str:
     """A small line of already-escaped HTML (status, hints)."""
     return f'<div style="font-size:0.9em;color:{colour}">{text}</div>'
+
+
+def status_line(event: Event, elapsed: float) -> tuple[str, str] | None:
+    """The status line (text, tone) an event calls for, or None; ``elapsed`` since Send.
+
+    One wording for the chat and an agent run shown in its cell: phase and seconds while
+    it works, what came of it at the end.
+    """
+    if isinstance(event, Status):
+        label = PHASES.get(event.phase, event.phase)
+        detail = f" {event.message}" if event.message else ""
+        attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+        return f"{label}{detail}{attempt} · {elapsed:.0f} s", "busy"
+    if isinstance(event, Done):
+        tokens = ""
+        if event.usage.prompt_tokens or event.usage.completion_tokens:
+            tokens = f" · {event.usage.prompt_tokens:,} → {event.usage.completion_tokens:,} tokens"
+        cached = " · from cache" if event.cached else ""
+        what = "Ran the code" if event.outcome == "ran" else "Answered"
+        if event.mode == "agent":
+            ended = f" ({event.ended_by})" if event.ended_by else ""
+            what = f"Analysed in {event.steps} step(s){ended}"
+        return f"{what} in {event.elapsed:.1f} s · {event.model}{tokens}{cached}", "ok"
+    if isinstance(event, Failed):
+        if isinstance(event.error, errors.Cancelled):
+            return f"Stopped after {event.elapsed:.1f} s.", "idle"
+        return f"{event.error.title} after {event.elapsed:.1f} s.", "error"
+    return None
+
+
+def status_html(text: str, tone: str = "busy") -> str:
+    """A status line: plain ``text`` (escaped here) in the colour of its tone."""
+    colour, icon = {
+        # no icon while busy: an hourglass emoji is missing from many UI fonts
+        "busy": ("var(--jp-brand-color1, #1565c0)", ""),
+        "ok": ("var(--jp-success-color1, #2e7d32)", "✓"),
+        "error": ("var(--jp-error-color1, #c62828)", "✗"),
+        "idle": ("var(--jp-ui-font-color2, #616161)", ""),
+    }[tone]
+    prefix = f"{icon} " if icon else ""
+    return note_html(prefix + html.escape(text), colour=colour)
