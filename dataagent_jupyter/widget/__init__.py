@@ -2,7 +2,9 @@
 
 ``chat.py`` holds :class:`ChatWidget` (layout, callbacks, uploads, the background run),
 ``answer.py`` the view of one answer, ``insert.py`` one "Insert cell" request with its
-fallback, ``parts.py`` the small building blocks they share.
+fallback, ``parts.py`` the small building blocks they share. ``agent_cell.py`` shows an
+``%%ask --agent`` run approved step by step in its own cell, with the same answer view
+(the magic reaches it through the extension: front ends do not import each other).
 """
 
 from __future__ import annotations
