@@ -114,7 +114,10 @@ class LabServer:
                 f"--{cls}.workspaces_dir={base / 'workspaces'}",
                 f"--{cls}.app_settings_dir={base / 'settings'}",
                 f"--{cls}.user_settings_dir={base / 'user-settings'}",
-                f"--{cls}.extra_labextensions_path={base / 'labext'}",
+                # for both apps: Notebook 7's page names this build's files, but
+                # /lab/extensions/ is served by JupyterLab's handler, registered first
+                f"--LabApp.extra_labextensions_path={base / 'labext'}",
+                f"--JupyterNotebookApp.extra_labextensions_path={base / 'labext'}",
             ],
             env={
                 **os.environ,
