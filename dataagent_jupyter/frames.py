@@ -9,6 +9,9 @@ and the text says how many columns it left out.
 
 ``privacy="schema"`` sends names, dtypes and counts only: no cell value, no min/max, no
 example, no index label leaves the kernel.
+
+polars, DuckDB, Dask and PySpark frames are found and listed here too; what describing
+them means is in :mod:`.engines` (engine-side schema and a bounded head, nothing collected).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from . import engines
 from .errors import FrameError
 from .tokens import estimate_tokens
 
@@ -38,12 +42,16 @@ LOW_CARDINALITY = 20
 
 @dataclass(frozen=True)
 class FrameInfo:
-    """A frame as front ends list it: name, kind, shape, first column names."""
+    """A frame as front ends list it: name, kind, shape, first column names, engine.
+
+    A row count the engine does not know cheaply (a LazyFrame, a Spark plan) is None.
+    """
 
     name: str
     kind: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     columns: tuple[str, ...]
+    engine: str = "pandas"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +59,7 @@ class FrameInfo:
             "kind": self.kind,
             "shape": list(self.shape),
             "columns": list(self.columns),
+            "engine": self.engine,
         }
 
 
@@ -64,6 +73,8 @@ class FrameDescription:
     columns_total: int
     columns_shown: int
     sampled: bool
+    engine: str = "pandas"
+    kind: str = ""
 
     @property
     def tokens(self) -> int:
@@ -74,12 +85,30 @@ class FrameDescription:
 
 
 def is_frame(obj: object) -> bool:
-    """True for the objects %%ask can describe: DataFrames and Series."""
-    return isinstance(obj, pd.DataFrame | pd.Series)
+    """True for the objects %%ask can describe: DataFrames, Series and engine frames."""
+    return isinstance(obj, pd.DataFrame | pd.Series) or engines.is_engine_frame(obj)
 
 
-def frame_info(name: str, obj: pd.DataFrame | pd.Series) -> FrameInfo:
-    """Cheap listing entry (no pass over the data)."""
+def _is_table(obj: object) -> bool:
+    """What ``%%ask`` with no names picks up: DataFrames of any engine, not Series."""
+    return isinstance(obj, pd.DataFrame) or engines.is_engine_frame(obj)
+
+
+def frame_info(name: str, obj: Any) -> FrameInfo:
+    """Cheap listing entry (no pass over the data, no query run by an engine)."""
+    engine = engines.engine_of(obj)
+    if engine is not None:
+        try:
+            columns = engine.columns(obj)
+        except Exception:  # e.g. a stopped Spark session: list it, the question will say why
+            return FrameInfo(name, engine.kind(obj), (None, None), (), engine.name)
+        return FrameInfo(
+            name,
+            engine.kind(obj),
+            (engine.rows(obj), len(columns)),
+            tuple(c for c, _ in columns[:8]),
+            engine.name,
+        )
     if isinstance(obj, pd.Series):
         return FrameInfo(name, "Series", (len(obj),), (_label(obj.name),))
     return FrameInfo(name, "DataFrame", tuple(obj.shape), tuple(_label(c) for c in obj.columns[:8]))
@@ -91,7 +120,7 @@ def find_frames(
     *,
     limit: int = 8,
     order: Sequence[str] = (),
-) -> dict[str, pd.DataFrame | pd.Series]:
+) -> dict[str, Any]:
     """The frames a question is about.
 
     Named: each must exist and be a DataFrame or Series (else :class:`FrameError` naming it).
@@ -99,18 +128,19 @@ def find_frames(
     defined first) ahead of the rest, at most ``limit``.
     """
     if names:
-        found: dict[str, pd.DataFrame | pd.Series] = {}
+        found: dict[str, Any] = {}
         for name in names:
             obj = _lookup(namespace, name)
             if not is_frame(obj):
                 raise FrameError(
-                    f"'{name}' is a {type(obj).__name__}, not a pandas DataFrame or Series.",
+                    f"'{name}' is a {type(obj).__name__}, not a DataFrame or Series "
+                    "(pandas, polars, DuckDB, Dask or PySpark).",
                     hint=_available_hint(namespace),
                 )
             found[name] = obj
         return found
     items = list(namespace.items())  # a snapshot: a cell may be defining names right now
-    candidates = [n for n, v in items if not n.startswith("_") and isinstance(v, pd.DataFrame)]
+    candidates = [n for n, v in items if not n.startswith("_") and _is_table(v)]
     ranked = [n for n in order if n in candidates]
     ranked += [n for n in reversed(candidates) if n not in ranked]
     return {n: namespace[n] for n in ranked[: max(limit, 0)]}
@@ -212,7 +242,7 @@ def fingerprint(obj: pd.DataFrame | pd.Series, *, sample: int = 256) -> str:
 
 def describe(
     name: str,
-    obj: pd.DataFrame | pd.Series,
+    obj: Any,
     *,
     privacy: Privacy = "sample",
     sample_rows: int = 5,
@@ -220,6 +250,20 @@ def describe(
     budget_tokens: int = 1500,
 ) -> FrameDescription:
     """The text that tells the model what ``obj`` holds, within ``budget_tokens``."""
+    engine = engines.engine_of(obj)
+    if engine is not None:
+        # imported here: the engine describer builds on this module's helpers
+        from .engines.describe import describe_engine_frame
+
+        return describe_engine_frame(
+            name,
+            obj,
+            engine,
+            privacy=privacy,
+            sample_rows=sample_rows,
+            stats_sample=stats_sample,
+            budget_tokens=budget_tokens,
+        )
     is_series = isinstance(obj, pd.Series)
     frame = obj.to_frame(name=obj.name if obj.name is not None else name) if is_series else obj
     n_rows, n_cols = frame.shape
@@ -248,33 +292,19 @@ def describe(
         head.append("duplicate column names: " + ", ".join(sorted({_label(c) for c in dup})))
 
     budget_chars = max(budget_tokens, 50) * 4
-    text = "\n".join(head)
-    table = "" if privacy == "schema" or sample_rows <= 0 or n_rows == 0 else None
-    shown = 0
-    lines: list[str] = []
-    used = len(text) + 40
-    # leave room for the example-rows table when values may be shown
-    reserve = 0 if table == "" else min(budget_chars // 3, 180 * (sample_rows + 2))
-    for line in _column_lines(frame, sample, privacy, est):
-        if used + len(line) + 1 > budget_chars - reserve and shown > 0:
-            break
-        lines.append(line)
-        used += len(line) + 1
-        shown += 1
-    text += "\ncolumns (name: dtype, nulls, statistics):\n" + "\n".join(lines) if lines else ""
-    if shown < n_cols:
-        left = frame.columns[shown:]
-        names = ", ".join(_label(c) for c in left[:40])
-        more = " …" if len(left) > 40 else ""
-        note = f"\n… {n_cols - shown:,} more columns not described (budget): {names}{more}"
-        if used + len(note) > budget_chars:
-            note = f"\n… {n_cols - shown:,} more columns not described (budget)."
-        text += note
-        used += len(note)
-    if table is None:
-        table = _sample_table(
-            frame, sample_rows, min(shown, TABLE_COLUMNS), max(budget_chars - used, 200)
-        )
+    with_table = privacy != "schema" and sample_rows > 0 and n_rows > 0
+    text, shown, used = fit_columns(
+        "\n".join(head),
+        _column_lines(frame, sample, privacy, est),
+        [_label(c) for c in frame.columns],
+        budget_chars=budget_chars,
+        reserve=min(budget_chars // 3, 180 * (sample_rows + 2)) if with_table else 0,
+    )
+    table = (
+        _sample_table(frame, sample_rows, min(shown, TABLE_COLUMNS), max(budget_chars - used, 200))
+        if with_table
+        else ""
+    )
     if table:
         text += "\n" + table
     if n_rows == 0:
@@ -289,8 +319,44 @@ def describe(
     )
 
 
+def fit_columns(
+    head: str,
+    lines: Iterator[str],
+    labels: Sequence[str],
+    *,
+    budget_chars: int,
+    reserve: int,
+    title: str = "columns (name: dtype, nulls, statistics):",
+) -> tuple[str, int, int]:
+    """``head`` plus as many column lines as fit, and the names of those left out.
+
+    ``lines`` is lazy, so columns past the budget are never computed; ``reserve`` keeps
+    room for the example-rows table. Returns the text, the columns shown and chars used.
+    """
+    shown = 0
+    kept: list[str] = []
+    used = len(head) + 40
+    for line in lines:
+        if used + len(line) + 1 > budget_chars - reserve and shown > 0:
+            break
+        kept.append(line)
+        used += len(line) + 1
+        shown += 1
+    text = head + (f"\n{title}\n" + "\n".join(kept) if kept else "")
+    if shown < len(labels):
+        left = labels[shown:]
+        names = ", ".join(left[:40])
+        more = " …" if len(left) > 40 else ""
+        note = f"\n… {len(left):,} more columns not described (budget): {names}{more}"
+        if used + len(note) > budget_chars:
+            note = f"\n… {len(left):,} more columns not described (budget)."
+        text += note
+        used += len(note)
+    return text, shown, used
+
+
 def describe_many(
-    frames: Mapping[str, pd.DataFrame | pd.Series],
+    frames: Mapping[str, Any],
     *,
     privacy: Privacy,
     sample_rows: int,

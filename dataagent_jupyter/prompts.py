@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .engines import ENGINE_BY_NAME
 from .events import Mode
 from .frames import FrameDescription
 from .tokens import estimate_message_tokens
@@ -45,11 +46,39 @@ def available_libraries() -> list[str]:
     return libs
 
 
-def system_prompt(names: Sequence[str], mode: Mode, rules: str = "") -> str:
+def engine_rules(descriptions: Sequence[FrameDescription]) -> list[str]:
+    """For frames of other engines: which variable is what (engine and version), and how
+    to write code for it, so the answer stays in that engine and its results stay small."""
+    by_engine: dict[str, list[FrameDescription]] = {}
+    for d in descriptions:
+        if d.engine in ENGINE_BY_NAME:
+            by_engine.setdefault(d.engine, []).append(d)
+    if not by_engine:
+        return []
+    lines = []
+    for name, frames in by_engine.items():
+        engine = ENGINE_BY_NAME[name]
+        which = ", ".join(f"`{d.name}` is a {d.kind}" for d in frames)
+        lines.append(f"{which} ({engine.title} {engine.version()}). {engine.rules()}")
+    lines.append(
+        "These frames may be far larger than memory: leave in `result` a small computed "
+        "value (a collected or computed table of at most a few thousand rows, a number, a "
+        "string or a figure), never a lazy query or the whole data."
+    )
+    return lines
+
+
+def system_prompt(
+    names: Sequence[str],
+    mode: Mode,
+    rules: str = "",
+    descriptions: Sequence[FrameDescription] = (),
+) -> str:
     """The rules: which names exist, which libraries, the shape of an answer, ``result``.
 
     ``rules`` are the user's house rules (``rules.py``); without any the prompt is the
-    same as it always was, so earlier cache entries and transcripts still match.
+    same as it always was, so earlier cache entries and transcripts still match. Frames of
+    other engines add their engine's rules (:func:`engine_rules`).
     """
     where = (
         "The code will run in a separate, sandboxed Python kernel that holds copies of "
@@ -87,6 +116,7 @@ def system_prompt(names: Sequence[str], mode: Mode, rules: str = "") -> str:
             "axis labels, and set `result` to the table or figure the chart shows.",
             "- Keep it short and readable; handle missing values explicitly; do not use input().",
             *standing,
+            *engine_rules(descriptions),
         ]
     )
 
@@ -123,7 +153,9 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """All messages for one question; earlier turns trimmed to the count and the budget."""
     names = [d.name for d in descriptions]
-    messages = [{"role": "system", "content": system_prompt(names, mode, rules)}]
+    messages = [
+        {"role": "system", "content": system_prompt(names, mode, rules, descriptions)}
+    ]
     kept: list[list[dict[str, str]]] = []
     used = 0
     recent = list(history)[-max_history_turns:] if max_history_turns > 0 else []

@@ -10,18 +10,28 @@ VENV=${VENV:-.venv}
 
 step() { printf '\n==> %s\n' "$*"; }
 
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+APT_UPDATED=""
+apt_install() {
+  [ -n "$APT_UPDATED" ] || { $SUDO apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ ! -x /usr/bin/chromium ]; then
   step "installing chromium for the browser tests"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
+fi
+
+if ! command -v java >/dev/null; then
+  step "installing a Java runtime for the PySpark tests (local mode)"
+  apt_install default-jre-headless
 fi
 
 step "python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -U pip
 # -e builds the labextension too (hatch-jupyter-builder runs jlpm install + build)
-"$VENV/bin/python" -m pip install -q -e ".[test,docs]"
+"$VENV/bin/python" -m pip install -q -e ".[test,docs,engines]"
 export PATH="$PWD/$VENV/bin:$PATH"
 
 step "labextension is installed"

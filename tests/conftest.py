@@ -68,12 +68,12 @@ def ip(llm_env: LLMServer, tmp_path: Path) -> Iterator:
 
 
 #: markers whose tests must run in CI: a skip there would hide a whole suite
-REQUIRED_IN_CI = ("browser", "wheel", "kernel")
+REQUIRED_IN_CI = ("browser", "wheel", "kernel", "engines")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
-    """In CI (DATAAGENT_CI=1) a skipped browser/wheel/kernel test is a failure, not a pass."""
+    """In CI (DATAAGENT_CI=1) a skipped test of a REQUIRED_IN_CI suite fails, not passes."""
     outcome = yield
     report = outcome.get_result()
     required = [m for m in REQUIRED_IN_CI if item.get_closest_marker(m) is not None]

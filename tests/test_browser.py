@@ -327,6 +327,21 @@ def test_busy_kernel_makes_the_panel_wait(page: Any, lab: LabServer) -> None:
     expect(panel.locator(".jp-DataAgent-notice")).to_be_hidden()
 
 
+@pytest.mark.engines
+def test_panel_lists_an_engine_frame_with_its_engine(page: Any, lab: LabServer) -> None:
+    pytest.importorskip("polars")
+    lab.new_notebook("engines.ipynb")
+    open_notebook(page, lab, "engines.ipynb")
+    run_in_last_cell(
+        page, "import polars as pl\nevents = pl.LazyFrame({'a': [1, 2], 'b': ['x', 'y']})"
+    )
+    panel = open_panel(page)
+    frame = panel.locator(".jp-DataAgent-frame[data-frame='events']")
+    expect(frame).to_contain_text("? × 2")  # a LazyFrame is not counted
+    expect(frame.locator(".jp-DataAgent-frameEngine")).to_have_text("polars")
+    expect(frame).to_have_attribute("title", re.compile("polars LazyFrame"))
+
+
 def test_kernel_can_insert_a_cell_without_the_panel(page: Any, lab: LabServer) -> None:
     # the path of the chat widget's "Insert cell" button: a comm from the kernel
     lab.new_notebook("widget.ipynb")

@@ -292,6 +292,7 @@ def test_hello_answers_with_status_frames_and_history(loaded: Frontend, server: 
         "kind": "DataFrame",
         "shape": [3, 2],
         "columns": ["region", "revenue"],
+        "engine": "pandas",
     }
     assert isinstance(hello["history"], list)
     comm.close()

@@ -160,7 +160,7 @@ def test_find_frames_by_name_and_errors() -> None:
     with pytest.raises(FrameError, match="no variable named 'nope'") as err:
         find_frames(ns, ["nope"])
     assert "sales" in (err.value.hint or "")
-    with pytest.raises(FrameError, match="'n' is a int, not a pandas DataFrame"):
+    with pytest.raises(FrameError, match="'n' is a int, not a DataFrame or Series"):
         find_frames(ns, ["n"])
     assert list(find_frames(ns)) == ["sales"]
 

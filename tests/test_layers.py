@@ -6,7 +6,7 @@ The layers (docs/architecture.md), top to bottom::
     magics+commands | widget | comm | eval  the front ends (eval: the benchmark CLI)
     cell_output, frontend, provenance       rendering into a cell; asking for a cell
     session, prompts, code, options, background, agent, fixes
-    llm, frames, sandbox, store, loaders, rules
+    llm, frames, engines, sandbox, store, loaders, rules
     events, errors, config, tokens, sanitize
 
 Every ``import`` in the package is read (also those inside functions and under
@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "sanitize": 0,
     "llm": 1,
     "frames": 1,
+    "engines": 1,
     "sandbox": 1,
     "store": 1,
     "loaders": 1,

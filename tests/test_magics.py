@@ -132,7 +132,7 @@ def test_series_can_be_asked_about(ip, llm_env: LLMServer, sales) -> None:
     [
         ("sales", "   \n ", errors.UsageError, "the question is empty"),
         ("nosuch", "q?", errors.FrameError, "there is no variable named 'nosuch'"),
-        ("n", "q?", errors.FrameError, "'n' is a int, not a pandas DataFrame or Series"),
+        ("n", "q?", errors.FrameError, "'n' is a int, not a DataFrame or Series"),
         ("sales --into 1bad --run", "q?", errors.UsageError, "--into needs a valid variable name"),
         ("sales --into out", "q?", errors.UsageError, "--into brings back the result of a run"),
     ],

@@ -66,7 +66,7 @@ def as_user_error(exc: BaseException) -> errors.DataAgentError:
 
 def frame_label(info: FrameInfo) -> str:
     """How the frame picker lists a frame: name, kind and shape."""
-    shape = " × ".join(f"{n:,}" for n in info.shape)
+    shape = " × ".join("? rows" if n is None else f"{n:,}" for n in info.shape)
     return f"{info.name}  ({info.kind}, {shape})"
 
 

@@ -17,6 +17,7 @@ import {
   endpointHost,
   formatElapsed,
   formatShape,
+  frameEngine,
   frameTitle,
   h,
   missingKeyMessage,
@@ -287,7 +288,8 @@ export class DataAgentPanel extends Widget {
             {},
             box,
             h('span', { class: 'jp-DataAgent-frameName' }, frame.name),
-            h('span', { class: 'jp-DataAgent-frameShape' }, formatShape(frame.shape))
+            h('span', { class: 'jp-DataAgent-frameShape' }, formatShape(frame.shape)),
+            h('span', { class: 'jp-DataAgent-frameEngine' }, frameEngine(frame))
           )
         );
       })

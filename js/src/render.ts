@@ -258,9 +258,9 @@ export function formatElapsed(seconds: number): string {
   return `${m} min ${String(s % 60).padStart(2, '0')} s`;
 }
 
-/** "1,000 × 3" for a DataFrame, "1,000 rows" for a Series. */
-export function formatShape(shape: number[]): string {
-  const n = (v: number) => v.toLocaleString('en-US');
+/** "1,000 × 3" for a DataFrame, "1,000 rows" for a Series, "? × 3" when not counted. */
+export function formatShape(shape: (number | null)[]): string {
+  const n = (v: number | null) => (v === null ? '?' : v.toLocaleString('en-US'));
   if (shape.length === 1) {
     return `${n(shape[0])} rows`;
   }
@@ -270,9 +270,14 @@ export function formatShape(shape: number[]): string {
 /** The frame's tooltip: kind, shape and the first column names. */
 export function frameTitle(frame: IFrameInfo): string {
   const cols = frame.columns.length ? `\ncolumns: ${frame.columns.join(', ')}` : '';
-  const more =
-    frame.shape.length > 1 && frame.shape[1] > frame.columns.length ? ', …' : '';
+  const width = frame.shape.length > 1 ? frame.shape[1] : null;
+  const more = width !== null && width > frame.columns.length ? ', …' : '';
   return `${frame.name}: ${frame.kind} ${formatShape(frame.shape)}${cols}${cols ? more : ''}`;
+}
+
+/** The engine a frame list shows beside its shape ("" for pandas, the common case). */
+export function frameEngine(frame: IFrameInfo): string {
+  return frame.engine && frame.engine !== 'pandas' ? frame.engine : '';
 }
 
 /** The host of an endpoint URL (the kernel usually sends the host already). */

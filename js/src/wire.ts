@@ -19,9 +19,13 @@ export const PROTOCOL_VERSION = 1;
 
 export interface IFrameInfo {
   name: string;
+  /** "DataFrame", "Series", "polars LazyFrame", "DuckDB relation"… */
   kind: string;
-  shape: number[];
+  /** a row count the engine does not know cheaply is null */
+  shape: (number | null)[];
   columns: string[];
+  /** "pandas", "polars", "duckdb", "dask" or "spark" (absent from older kernels) */
+  engine?: string;
 }
 
 export interface ISandboxInfo {

@@ -7,6 +7,7 @@ import {
   fenceCode,
   formatElapsed,
   formatShape,
+  frameEngine,
   frameTitle,
   h,
   ITurn,
@@ -242,6 +243,22 @@ describe('formatting', () => {
     expect(
       frameTitle({ name: 'df', kind: 'DataFrame', shape: [5, 4], columns: ['a', 'b'] })
     ).toBe('df: DataFrame 5 × 4\ncolumns: a, b, …');
+  });
+
+  it('shows an uncounted engine frame with its engine', () => {
+    const lazy = {
+      name: 'events',
+      kind: 'polars LazyFrame',
+      shape: [null, 3],
+      columns: ['a', 'b', 'c'],
+      engine: 'polars'
+    };
+    expect(formatShape(lazy.shape)).toBe('? × 3');
+    expect(frameTitle(lazy)).toBe('events: polars LazyFrame ? × 3\ncolumns: a, b, c');
+    expect(frameEngine(lazy)).toBe('polars');
+    expect(frameEngine({ name: 'df', kind: 'DataFrame', shape: [1, 1], columns: ['a'] })).toBe(
+      ''
+    );
   });
 
   it('summarises a finished answer', () => {
