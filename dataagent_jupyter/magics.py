@@ -91,6 +91,13 @@ class DataAgentMagics(Magics):
         help="With --run or --agent: bind the child's (last step's) `result` in the notebook "
         "as NAME.",
     )
+    @argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="With --run on a Dask or Spark frame: run on its first N rows, pulled by the "
+        "engine (the sandbox cannot reach the cluster).",
+    )
     @argument("--model", metavar="M", help="Model for this question (default DataAgent.model).")
     @argument(
         "--privacy",
@@ -127,6 +134,7 @@ class DataAgentMagics(Magics):
             mode=args.mode,
             check=args.check,
             into=args.into,
+            sample=args.sample,
             model=args.model,
             privacy=args.privacy,
             use_cache=not args.no_cache,

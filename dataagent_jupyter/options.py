@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .engines.run import MAX_SAMPLE
 from .errors import UsageError
 from .events import MODES, Mode
 from .frames import Privacy
@@ -51,6 +52,8 @@ class AskOptions:
     #: the notebook cell asking (the ``cellId`` of the execute request): a re-run of the
     #: cell replaces its turn, and only the turns before it are the follow-up context
     cell_id: str | None = None
+    #: run mode on a Dask or Spark frame: run on its first N rows, pulled by the engine
+    sample: int | None = None
 
     def __post_init__(self) -> None:
         if self.frames is not None:
@@ -66,6 +69,13 @@ class AskOptions:
             raise UsageError(f"--into needs a valid variable name, not {self.into!r}.")
         if self.check and self.mode in ("run", "agent"):
             raise UsageError(f"--check goes with --insert ({self.mode} mode always runs).")
+        if self.sample is not None:
+            if type(self.sample) is not int or not 0 < self.sample <= MAX_SAMPLE:
+                raise UsageError(f"--sample takes a number of rows from 1 to {MAX_SAMPLE:,}.")
+            if self.mode == "insert" and not self.check:
+                raise UsageError(
+                    "--sample goes with --run: insert mode runs nothing, so it needs no sample."
+                )
         if self.into is not None and self.mode == "insert":
             raise UsageError(
                 "--into brings back the result of a run; add --run.",

@@ -73,6 +73,7 @@ def system_prompt(
     mode: Mode,
     rules: str = "",
     descriptions: Sequence[FrameDescription] = (),
+    notes: Sequence[str] = (),
 ) -> str:
     """The rules: which names exist, which libraries, the shape of an answer, ``result``.
 
@@ -117,6 +118,7 @@ def system_prompt(
             "- Keep it short and readable; handle missing values explicitly; do not use input().",
             *standing,
             *engine_rules(descriptions),
+            *notes,
         ]
     )
 
@@ -150,11 +152,15 @@ def build_messages(
     max_history_turns: int,
     history_budget_tokens: int,
     rules: str = "",
+    notes: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """All messages for one question; earlier turns trimmed to the count and the budget."""
+    """All messages for one question; earlier turns trimmed to the count and the budget.
+
+    ``notes`` are extra rules for this question (a frame replaced by a sample for a run).
+    """
     names = [d.name for d in descriptions]
     messages = [
-        {"role": "system", "content": system_prompt(names, mode, rules, descriptions)}
+        {"role": "system", "content": system_prompt(names, mode, rules, descriptions, notes)}
     ]
     kept: list[list[dict[str, str]]] = []
     used = 0

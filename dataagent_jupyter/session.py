@@ -35,6 +35,7 @@ from ._version import __version__
 from .agent.loop import LAST_RESULT, AgentLoop, AgentResult, StepGate, ToolSupport
 from .code import CodeProblem, ExtractedCode, extract_code, review_notes
 from .config import DataAgent
+from .engines.run import SampledFrame, child_frames, for_run
 from .events import (
     CodeProposed,
     Delta,
@@ -42,6 +43,7 @@ from .events import (
     Event,
     Failed,
     Mode,
+    Output,
     Phase,
     RunFailed,
     Status,
@@ -126,6 +128,10 @@ class TurnState:
     asked_at: float = field(default_factory=time.time)
     #: agent mode: each step, as the history stores it
     steps: list[store.StepRow] = field(default_factory=list)
+    #: Dask/Spark frames replaced by an engine-side sample for this run (--sample)
+    sampled: tuple[SampledFrame, ...] = ()
+    #: what the child gets, made once a turn (polars/DuckDB frames as Arrow tables)
+    child_frames: dict[str, Any] | None = None
 
     @property
     def elapsed(self) -> float:
@@ -446,6 +452,7 @@ class Session:
         found = find_frames(
             self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
         )
+        found, _ = for_run(found, None)  # a cluster-backed frame cannot be run on
         yield from self._run_once(turn, turn.code, found, 1, cancel, phase="running")
         return self._done(turn)
 
@@ -535,6 +542,11 @@ class Session:
         found = find_frames(
             self.namespace, options.frames, limit=self.config.max_frames, order=self.tracker.order
         )
+        if turn.mode == "run" or options.check:
+            # Dask/Spark frames cannot reach the sandbox: refused, or sampled by the engine
+            found, turn.sampled = for_run(found, options.sample)
+            for sampled in turn.sampled:
+                yield Output("stream", {"text/plain": sampled.notice()}, name="stdout")
         yield Status("describing", f"{len(found)} frame(s)")
         self._restore()
         return options, found
@@ -567,6 +579,7 @@ class Session:
             max_history_turns=self.config.max_history_turns,
             history_budget_tokens=max(budget - used, 200),
             rules=rules.text,
+            notes=[s.rule() for s in turn.sampled],
         )
 
     def _propose(
@@ -710,7 +723,9 @@ class Session:
 
         def run(emit: Callable[[Event], None]) -> None:
             shown: set[str] = set()
-            for output in lease.run(code, found, attempt=attempt, cancel=cancel):
+            if turn.child_frames is None:  # once a turn: fix attempts reuse what was sent
+                turn.child_frames = child_frames(found)
+            for output in lease.run(code, turn.child_frames, attempt=attempt, cancel=cancel):
                 text = str(output.data.get("text/plain", ""))
                 if output.kind == "display":
                     shown.add(text)

@@ -342,3 +342,13 @@ def test_widget_lists_engine_frames_with_their_engine(ip: Any, pl: Any, con: Any
         assert infos["events"]["engine"] == "polars" and infos["events"]["shape"] == [None, 2]
     finally:
         chat.close()
+
+
+def test_sample_goes_with_a_run_and_a_positive_row_count() -> None:
+    from dataagent_jupyter.options import AskOptions
+
+    with pytest.raises(errors.UsageError, match="--sample goes with --run"):
+        AskOptions(mode="insert", sample=10)
+    with pytest.raises(errors.UsageError, match="from 1 to 1,000,000"):
+        AskOptions(mode="run", sample=0)
+    assert AskOptions(mode="run", sample=10).sample == 10

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from IPython.utils.capture import capture_output
 from llm_server import LLMServer, code_answer
 
+from dataagent_jupyter.errors import UsageError
 from dataagent_jupyter.frames import describe, frame_info
 
 pytestmark = pytest.mark.engines
@@ -104,3 +106,27 @@ def test_schema_privacy_sends_no_value_of_a_spark_frame(
     for value in ("Qwxzt", "Vrmnpl", "91234", "Xanaduville"):
         assert value not in sent
     assert "salary: double" in sent
+
+
+@pytest.mark.kernel
+def test_run_on_a_spark_frame_is_refused_or_runs_on_a_sample(
+    ip: Any, llm_env: LLMServer, spark: Any
+) -> None:
+    ip.user_ns["events"] = spark.range(10**6).withColumnRenamed("id", "n")
+    ip.run_cell("pass")
+    with pytest.raises(UsageError) as refused:
+        ip.run_cell_magic("ask", "events --run", "largest n?")
+    assert str(refused.value.message) == (
+        "events is a PySpark DataFrame in a cluster the sandbox cannot reach (it has no "
+        "network), so --run cannot run code on it."
+    )
+    assert "Ask without --run" in (refused.value.hint or "")
+    assert llm_env.chat_requests() == []  # refused before the model was asked
+
+    llm_env.script(code_answer("print(type(events).__name__, len(events), events['n'].max())"))
+    with capture_output() as shown:
+        ip.run_cell_magic("ask", "events --run --sample 25", "largest n?")
+    assert "Running on a sample: the first 25 rows of events (PySpark DataFrame)" in shown.stdout
+    assert "DataFrame 25 24" in shown.stdout
+    system = llm_env.chat_requests()[0].messages[0]["content"]
+    assert "it is a pandas DataFrame holding its first 25 rows (pulled by PySpark" in system

@@ -38,7 +38,7 @@ from .limits import format_bytes, limits_from_config
 from .outputs import ChartFolder, OutputBudget
 from .pool import Child, ChildPool, execute_quietly, write_owner
 from .protections import describe, missing, notice
-from .transfer import TransferError
+from .transfer import TransferError, engine_tag
 from .untrusted import ResultLimits, import_value, is_cancelled, parse_reply
 
 __all__ = ["Lease", "Sandbox", "SandboxStatus"]
@@ -355,7 +355,8 @@ def _check_frames(frames: Mapping[str, Any]) -> None:
     for name, obj in frames.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise FrameError(f"{name!r} cannot be used as a variable name in the analysis.")
-        if not isinstance(obj, pd.DataFrame | pd.Series):
+        # a polars/DuckDB frame arrives as an Arrow table tagged with its engine
+        if not isinstance(obj, pd.DataFrame | pd.Series) and engine_tag(obj) is None:
             raise FrameError(f"{name!r} is a {type(obj).__name__}, not a DataFrame or Series.")
 
 

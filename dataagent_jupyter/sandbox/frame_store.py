@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import FrameError, SandboxError
 from .pool import shm_prefix, user_parent
 from .sent_frames import SentFrames
-from .transfer import write_pickled
+from .transfer import engine_tag, write_pickled
 
 __all__ = ["FrameStore"]
 
@@ -165,8 +165,12 @@ class FrameStore:
             self._drop(name)
 
     def _write(self, name: str, obj: Any) -> _File:
-        usage = obj.memory_usage(index=True, deep=False)  # an int for a Series
-        estimate = int(usage.sum() if hasattr(usage, "sum") else usage)
+        table = engine_tag(obj) is not None  # a polars/DuckDB frame, as tagged Arrow
+        if table:
+            estimate = int(obj.nbytes)
+        else:
+            usage = obj.memory_usage(index=True, deep=False)  # an int for a Series
+            estimate = int(usage.sum() if hasattr(usage, "sum") else usage)
         last_error: OSError | None = None
         for root in self._ensure_roots():
             folder = root / "v"
@@ -193,7 +197,10 @@ class FrameStore:
                     "insert mode, which runs nothing in the sandbox.",
                 ) from None
             os.chmod(path, 0o400)
-            self._tracker.remember(name, obj)
+            if table:  # made afresh for every question: never current, nothing to track
+                self._tracker.forget(name)
+            else:
+                self._tracker.remember(name, obj)
             file = _File(path=path, size=size, signature=_signature(path))
             self._files[name] = file
             self.bytes_written += size

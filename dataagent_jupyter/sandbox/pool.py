@@ -82,6 +82,11 @@ _SYSTEM_READ = (
     "/etc/group",
     "/etc/nsswitch.conf",
     "/sys/devices/system/cpu",
+    # CPU and memory quotas (cgroup v1 and v2): DuckDB refuses to start without them
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpu.max",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/memory.max",
     "/sys/kernel/mm/transparent_hugepage",
     "/proc/cpuinfo",
     "/proc/meminfo",

@@ -54,9 +54,11 @@ from typing import Any
 
 __all__ = [
     "DTYPE_ALLOWED",
+    "ENGINE_TAG",
     "RECIPE_KEY",
     "Reply",
     "TransferError",
+    "engine_tag",
     "export_value",
     "receive",
     "send_back",
@@ -178,7 +180,62 @@ def receive(
     for name in (*files, *keep):
         if name not in _PRISTINE:
             raise LookupError(f"frame {name!r} is not held by this kernel")
-        namespace[name] = _PRISTINE[name].copy(deep=not _copy_on_write())
+        namespace[name] = _fresh(_PRISTINE[name])
+
+
+#: Arrow schema metadata key naming the engine a polars/DuckDB frame was sent from
+#: (the parent tags it in ``engines/payload.py``): ``b"polars:polars LazyFrame"``...
+ENGINE_TAG = b"dataagent.engine"
+
+
+def engine_tag(value: Any) -> bytes | None:
+    """The engine tag of an Arrow table sent for a polars/DuckDB frame (else None)."""
+    schema = getattr(value, "schema", None) if type(value).__name__ == "Table" else None
+    metadata = getattr(schema, "metadata", None) or {}
+    tag = metadata.get(ENGINE_TAG) if isinstance(metadata, dict) else None
+    return tag if isinstance(tag, bytes) else None
+
+
+def _duckdb_connection() -> Any:
+    """DuckDB's default connection, made with an explicit thread count.
+
+    Left to itself DuckDB reads ``/sys/fs/cgroup`` to count CPUs, which the sandbox does not
+    let it open; it then refuses to start. The model's ``duckdb.sql(...)`` uses this one.
+    """
+    import duckdb
+
+    connection = _DUCKDB.get("connection")
+    if connection is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        connection = duckdb.connect(config={"threads": max(threads, 1)})
+        duckdb.set_default_connection(connection)
+        _DUCKDB["connection"] = connection
+    return connection
+
+
+_DUCKDB: dict[str, Any] = {}
+
+
+def _fresh(value: Any) -> Any:
+    """What one question binds: a shallow pandas copy, or the engine's object over Arrow.
+
+    A polars or DuckDB frame arrives as an Arrow table tagged with its engine; it becomes
+    the same kind of object the user holds (zero-copy over the table), so code written in
+    that engine's API runs as it would in the notebook.
+    """
+    tag = engine_tag(value)
+    if tag is None:
+        return value.copy(deep=not _copy_on_write())
+    engine, _, kind = tag.decode().partition(":")
+    table = value.replace_schema_metadata(None)
+    if engine == "polars":
+        import polars
+
+        frame: Any = polars.from_arrow(table)
+        return frame.lazy() if kind.endswith("LazyFrame") else frame
+    if engine == "duckdb":
+        return _duckdb_connection().from_arrow(table)
+    raise LookupError(f"a frame of engine {engine!r} cannot be rebuilt here")
 
 
 # --- child → parent: Arrow IPC + tagged JSON, never pickle ------------------------------------

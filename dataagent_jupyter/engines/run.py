@@ -1,0 +1,123 @@
+"""Run mode with engine frames: what can travel to the sandbox, and what cannot.
+
+polars and DuckDB data are copied into the sandbox as Arrow (:mod:`.payload`) and become
+the same kind of object there. Dask and Spark frames live in a cluster (or a JVM) the
+sandbox cannot reach: it has no network by design. ``--run`` on them is refused in one
+sentence that offers insert mode, unless the user asks for ``--sample N``: then the
+engine itself pulls the first N rows, the child gets them as a pandas DataFrame, and the
+prompt and the cell output say so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..errors import FrameError, UsageError
+from . import Engine, engine_of
+from .payload import arrow_payload
+
+#: the most rows --sample may pull into the user's kernel (and copy to the sandbox)
+MAX_SAMPLE = 1_000_000
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    """A frame replaced by an engine-side sample for one run, and how to say so."""
+
+    name: str
+    engine: Engine
+    kind: str
+    rows: int
+
+    def rule(self) -> str:
+        """The prompt sentence: in the sandbox this name is a pandas sample."""
+        return (
+            f"In the sandbox `{self.name}` is NOT the user's {self.kind}: it is a pandas "
+            f"DataFrame holding its first {self.rows:,} rows (pulled by {self.engine.title}; "
+            "the cluster is unreachable from the sandbox). Write pandas code for it, and say "
+            "in your explanation that the answer comes from this sample."
+        )
+
+    def notice(self) -> str:
+        """The line the user sees: the run uses a sample, not the whole frame."""
+        return (
+            f"Running on a sample: the first {self.rows:,} rows of {self.name} "
+            f"({self.kind}), pulled by {self.engine.title}; the sandbox cannot reach the "
+            "cluster, so the answer is not computed on the whole frame.\n"
+        )
+
+
+def for_run(
+    frames: Mapping[str, Any], sample: int | None
+) -> tuple[dict[str, Any], tuple[SampledFrame, ...]]:
+    """The frames a run may use: cluster-backed ones refused, or sampled with ``sample``."""
+    if sample is None:
+        check_runnable(frames)
+        return dict(frames), ()
+    return sample_remote(frames, sample)
+
+
+def child_frames(frames: Mapping[str, Any]) -> dict[str, Any]:
+    """What is copied to the child: pandas frames as they are, polars/DuckDB as Arrow."""
+    out: dict[str, Any] = {}
+    for name, obj in frames.items():
+        engine = engine_of(obj)
+        out[name] = obj if engine is None else arrow_payload(name, obj, engine)
+    return out
+
+
+def check_runnable(frames: Mapping[str, Any]) -> None:
+    """Refuse ``--run`` on a cluster-backed frame (no sample was asked for)."""
+    for name, obj in frames.items():
+        engine = engine_of(obj)
+        if engine is not None and not engine.local:
+            raise UsageError(
+                f"{name} is a {engine.kind(obj)} in a cluster the sandbox cannot reach "
+                "(it has no network), so --run cannot run code on it.",
+                hint=f"Ask without --run to get {engine.title} code as a cell to run yourself, "
+                f"or add --sample N to run on the first N rows pulled by {engine.title}.",
+            )
+
+
+def sample_remote(
+    frames: Mapping[str, Any], rows: int
+) -> tuple[dict[str, Any], tuple[SampledFrame, ...]]:
+    """``frames`` with each Dask/Spark frame replaced by its first ``rows`` rows (pandas)."""
+    out: dict[str, Any] = {}
+    sampled: list[SampledFrame] = []
+    for name, obj in frames.items():
+        engine = engine_of(obj)
+        if engine is None or engine.local:
+            out[name] = obj
+            continue
+        try:
+            out[name] = _first_rows(engine, obj, rows)
+        except Exception as exc:  # the engine's failure, in its words
+            raise FrameError(
+                f"{engine.title} could not pull a sample of {name}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+            ) from None
+        sampled.append(SampledFrame(name, engine, engine.kind(obj), len(out[name])))
+    return out, tuple(sampled)
+
+
+def _first_rows(engine: Engine, obj: Any, rows: int) -> pd.DataFrame:
+    if engine.name != "dask":
+        return engine.head(obj, rows)
+    # Dask's head reads one partition; walk them until there are enough rows, never more
+    parts: list[pd.DataFrame] = []
+    got = 0
+    with warnings.catch_warnings():  # "insufficient elements" for a short partition
+        warnings.simplefilter("ignore")
+        for i in range(obj.npartitions):
+            part = obj.partitions[i].head(rows - got, npartitions=1, compute=True)
+            parts.append(part)
+            got += len(part)
+            if got >= rows:
+                break
+    return pd.concat(parts) if len(parts) > 1 else parts[0]

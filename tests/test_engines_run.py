@@ -1,0 +1,101 @@
+"""Run mode with engine frames, in a real kernel and a real sandbox child.
+
+polars and DuckDB frames go to the child as Arrow and come back to life there as the same
+kind of object, so the code written for the engine runs; Dask and Spark frames cannot
+reach the sandbox: ``--run`` says so, ``--sample N`` runs on N rows the engine pulled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kernel_helpers import Kernel
+from llm_server import LLMServer, code_answer
+
+pytestmark = [pytest.mark.kernel, pytest.mark.engines]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LLMServer]:
+    with LLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    for engine in ("polars", "duckdb", "dask"):
+        pytest.importorskip(engine)
+    k = Kernel(
+        env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or ""},
+        cwd=str(tmp_path_factory.mktemp("notebook")),
+    )
+    setup = k.execute(
+        "%load_ext dataagent\n"
+        "import pandas as pd, polars as pl, duckdb, dask.dataframe as dd\n"
+        "orders = pl.DataFrame({'city': ['Oslo', 'Lima', 'Oslo'], 'amount': [3.0, 4.5, 1.0]})\n"
+        "lazy_orders = orders.lazy().filter(pl.col('amount') > 2)\n"
+        "con = duckdb.connect()\n"
+        "visits = con.sql('SELECT range AS id, range % 4 AS shop FROM range(1000)')\n"
+        "logs = dd.from_pandas(pd.DataFrame({'ms': [float(i) for i in range(100)]}),"
+        " npartitions=4)"
+    )
+    assert setup.ok, setup.error
+    yield k
+    k.shutdown()
+
+
+def test_polars_frames_run_in_the_child_as_polars(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "import polars as pl\n"
+            "print(type(orders).__name__, type(lazy_orders).__name__)\n"
+            "result = orders.group_by('city').agg(pl.col('amount').sum()).sort('city')\n"
+            "print(result.to_dicts())\n"
+            "print(lazy_orders.collect().height)"
+        )
+    )
+    ex = kernel.execute("%%ask orders lazy_orders --run\namount per city?")
+    assert ex.ok, ex.error
+    assert "DataFrame LazyFrame" in ex.stdout
+    assert "[{'city': 'Lima', 'amount': 4.5}, {'city': 'Oslo', 'amount': 4.0}]" in ex.stdout
+    assert "\n2\n" in ex.stdout
+    assert kernel.eval("'result' in globals()") == "False"
+
+
+def test_duckdb_relation_runs_in_the_child_as_a_relation(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "import duckdb\n"
+            "print(type(visits).__name__)\n"
+            "result = duckdb.sql('SELECT shop, count(*) AS n FROM visits GROUP BY shop "
+            "ORDER BY shop').fetchall()\nprint(result)"
+        )
+    )
+    ex = kernel.execute("%%ask visits --run\nvisits per shop?")
+    assert ex.ok, ex.error
+    assert "DuckDBPyRelation" in ex.stdout
+    assert "[(0, 250), (1, 250), (2, 250), (3, 250)]" in ex.stdout
+
+
+def test_run_on_a_dask_frame_says_the_cluster_is_unreachable(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    before = len(server.chat_requests())
+    ex = kernel.execute("%%ask logs --run\nmean latency?")
+    assert not ex.ok
+    message = "\n".join(ex.error["traceback"])
+    assert "logs is a Dask DataFrame in a cluster the sandbox cannot reach" in message
+    assert "Ask without --run" in message and "--sample N" in message
+    assert "Traceback" not in message
+    assert len(server.chat_requests()) == before  # refused before asking the model
+
+
+def test_sample_runs_on_rows_pulled_by_dask_and_says_so(kernel: Kernel, server: LLMServer) -> None:
+    server.script(code_answer("print(type(logs).__name__, len(logs), logs['ms'].max())"))
+    ex = kernel.execute("%%ask logs --run --sample 30\nmean latency?")
+    assert ex.ok, ex.error
+    assert "DataFrame 30 29.0" in ex.stdout
+    assert "Running on a sample: the first 30 rows of logs (Dask DataFrame)" in ex.stdout
+    system = server.chat_requests()[-1].messages[0]["content"]
+    assert "it is a pandas DataFrame holding its first 30 rows" in system
