@@ -123,9 +123,10 @@ def find_frames(
 ) -> dict[str, Any]:
     """The frames a question is about.
 
-    Named: each must exist and be a DataFrame or Series (else :class:`FrameError` naming it).
-    Not named: every public DataFrame in the namespace, those in ``order`` (most recently
-    defined first) ahead of the rest, at most ``limit``.
+    Named: each must exist and be a DataFrame or Series, of pandas or another engine (else
+    :class:`FrameError` naming it). Not named: every public DataFrame of any engine in the
+    namespace, those in ``order`` (most recently defined first) ahead of the rest, at most
+    ``limit``.
     """
     if names:
         found: dict[str, Any] = {}

@@ -74,6 +74,9 @@ def test_polars_eager_frame_is_described_with_polars_dtypes_and_exact_rows(pl: A
     assert "- amount: Float64; 1 null" in d.text  # whole frame sampled: exact, no "~"
     assert "top 'Oslo' 50%, 'Lima' 50%" in d.text
     assert d.engine == "polars" and not d.sampled
+    big = describe("big", pl.DataFrame({"n": range(20_000)}), stats_sample=1_000)
+    assert "20,000 rows × 1 columns" in big.text  # an eager frame knows its height
+    assert "estimates (~) from a random sample of" in big.text and big.sampled
 
 
 def test_polars_lazy_frame_is_not_counted(pl: Any) -> None:
