@@ -452,7 +452,8 @@ class Session:
         found = find_frames(
             self.namespace, frames, limit=self.config.max_frames, order=self.tracker.order
         )
-        found, _ = for_run(found, None)  # a cluster-backed frame cannot be run on
+        # a cluster-backed frame cannot be run on
+        found, _ = for_run(found, None, named=frames is not None)
         yield from self._run_once(turn, turn.code, found, 1, cancel, phase="running")
         return self._done(turn)
 
@@ -544,7 +545,7 @@ class Session:
         )
         if turn.mode == "run" or options.check:
             # Dask/Spark frames cannot reach the sandbox: refused, or sampled by the engine
-            found, turn.sampled = for_run(found, options.sample)
+            found, turn.sampled = for_run(found, options.sample, named=options.frames is not None)
             for sampled in turn.sampled:
                 yield Output("stream", {"text/plain": sampled.notice()}, name="stdout")
         yield Status("describing", f"{len(found)} frame(s)")

@@ -99,3 +99,12 @@ def test_sample_runs_on_rows_pulled_by_dask_and_says_so(kernel: Kernel, server: 
     assert "Running on a sample: the first 30 rows of logs (Dask DataFrame)" in ex.stdout
     system = server.chat_requests()[-1].messages[0]["content"]
     assert "it is a pandas DataFrame holding its first 30 rows" in system
+
+
+def test_run_without_names_leaves_the_dask_frame_out(kernel: Kernel, server: LLMServer) -> None:
+    server.script(code_answer("print('orders:', orders.height)"))
+    ex = kernel.execute("%%ask --run\nhow many orders?")
+    assert ex.ok, ex.error
+    assert "orders: 3" in ex.stdout
+    system = server.chat_requests()[-1].messages[0]["content"]
+    assert "orders" in system and "logs" not in system

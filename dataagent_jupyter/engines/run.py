@@ -53,13 +53,27 @@ class SampledFrame:
 
 
 def for_run(
-    frames: Mapping[str, Any], sample: int | None
+    frames: Mapping[str, Any], sample: int | None, *, named: bool = True
 ) -> tuple[dict[str, Any], tuple[SampledFrame, ...]]:
-    """The frames a run may use: cluster-backed ones refused, or sampled with ``sample``."""
-    if sample is None:
-        check_runnable(frames)
-        return dict(frames), ()
-    return sample_remote(frames, sample)
+    """The frames a run may use: cluster-backed ones refused, or sampled with ``sample``.
+
+    Frames found without being ``named`` (``%%ask --run`` alone) that cannot reach the
+    sandbox are left out rather than refused, so a Dask frame elsewhere in the notebook
+    does not block a run about the pandas ones; if nothing else is left, it is refused.
+    """
+    if sample is not None:
+        return sample_remote(frames, sample)
+    if not named:
+        runnable = {n: obj for n, obj in frames.items() if _runnable(obj)}
+        if runnable or not frames:
+            return runnable, ()
+    check_runnable(frames)
+    return dict(frames), ()
+
+
+def _runnable(obj: Any) -> bool:
+    engine = engine_of(obj)
+    return engine is None or engine.local
 
 
 def child_frames(frames: Mapping[str, Any]) -> dict[str, Any]:
