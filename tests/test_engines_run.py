@@ -108,3 +108,20 @@ def test_run_without_names_leaves_the_dask_frame_out(kernel: Kernel, server: LLM
     assert "orders: 3" in ex.stdout
     system = server.chat_requests()[-1].messages[0]["content"]
     assert "orders" in system and "logs" not in system
+
+
+def test_into_brings_a_polars_result_back_as_pandas(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        code_answer(
+            "import polars as pl\n"
+            "result = orders.group_by('city').agg(pl.col('amount').sum()).sort('city')"
+        )
+    )
+    ex = kernel.execute("%%ask orders --run --into by_city\namount per city?")
+    assert ex.ok, ex.error
+    assert kernel.eval("type(by_city).__module__.split('.')[0], type(by_city).__name__") == (
+        "('pandas', 'DataFrame')"
+    )
+    assert kernel.eval("by_city.to_dict('list')") == (
+        "{'city': ['Lima', 'Oslo'], 'amount': [4.5, 4.0]}"
+    )

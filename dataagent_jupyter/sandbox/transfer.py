@@ -427,12 +427,29 @@ def _axis_recipe(index: Any) -> dict[str, Any]:
     }
 
 
+def _engine_result_as_pandas(value: Any) -> Any:
+    """A polars or DuckDB result comes back to the notebook as a pandas DataFrame/Series.
+
+    The result channel speaks pandas only; a lazy query is refused rather than run here.
+    """
+    module = type(value).__module__.split(".")[0]
+    name = type(value).__name__
+    if module == "polars" and name in ("DataFrame", "Series"):
+        return value.to_pandas()
+    if module == "polars" and name == "LazyFrame":
+        raise TransferError("a polars LazyFrame (a query): make `result` its collected value")
+    if module == "duckdb" and name == "DuckDBPyRelation":
+        return value.df()
+    return value
+
+
 def export_value(value: Any, path: str) -> int:
     """Write ``value`` for the parent (child side); returns the size. Raises TransferError."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
 
+    value = _engine_result_as_pandas(value)
     recipe: dict[str, Any]
     arrays: dict[str, Any] = {}
     if isinstance(value, pd.DataFrame | pd.Series | pd.Index):
