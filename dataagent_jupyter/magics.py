@@ -95,8 +95,8 @@ class DataAgentMagics(Magics):
         "--sample",
         type=int,
         metavar="N",
-        help="With --run on a Dask or Spark frame: run on its first N rows, pulled by the "
-        "engine (the sandbox cannot reach the cluster).",
+        help="With --run or --agent on a Dask or Spark frame: run on its first N rows, "
+        "pulled by the engine (the sandbox cannot reach the cluster).",
     )
     @argument("--model", metavar="M", help="Model for this question (default DataAgent.model).")
     @argument(

@@ -64,6 +64,7 @@ from .options import AskOptions, configured_mode
 from .prompts import (
     PastTurn,
     build_messages,
+    engine_rules,
     fix_message,
     outcome_summary,
     retry_no_code_message,
@@ -132,6 +133,9 @@ class TurnState:
     sampled: tuple[SampledFrame, ...] = ()
     #: what the child gets, made once a turn (polars/DuckDB frames as Arrow tables)
     child_frames: dict[str, Any] | None = None
+    #: prompt sentences for this question's frames: their engines' API, a stand-in sample
+    #: (agent mode writes its own system message and adds these to it)
+    notes: tuple[str, ...] = ()
 
     @property
     def elapsed(self) -> float:
@@ -483,9 +487,12 @@ class Session:
             describe_frame=lambda name: self._describe_for_agent(name, found, turn.privacy),
             list_frames=lambda: _frame_list(found),
             gate=self.step_gate if cfg.agent_approval == "each-step" else None,
+            notes=turn.notes,
         )
+        # the child gets polars/DuckDB frames as Arrow, made once for all the steps
+        turn.child_frames = child_frames(found)
         # the loop writes its own system message; the rest is the usual prompt
-        result = yield from loop.run(messages[1:], list(found), found, cancel)
+        result = yield from loop.run(messages[1:], list(found), turn.child_frames, cancel)
         self._take_agent_result(turn, result)
         if options.into and result.good_steps and result.ended_by != "stopped by the user":
             yield from self._bring_back(turn, options.into, cancel, name=LAST_RESULT)
@@ -543,9 +550,14 @@ class Session:
         found = find_frames(
             self.namespace, options.frames, limit=self.config.max_frames, order=self.tracker.order
         )
-        if turn.mode == "run" or options.check:
+        if turn.mode in ("run", "agent") or options.check:
             # Dask/Spark frames cannot reach the sandbox: refused, or sampled by the engine
-            found, turn.sampled = for_run(found, options.sample, named=options.frames is not None)
+            found, turn.sampled = for_run(
+                found,
+                options.sample,
+                named=options.frames is not None,
+                flag="--check" if options.check else f"--{turn.mode}",
+            )
             for sampled in turn.sampled:
                 yield Output("stream", {"text/plain": sampled.notice()}, name="stdout")
         yield Status("describing", f"{len(found)} frame(s)")
@@ -565,6 +577,7 @@ class Session:
             budget_tokens=int(budget * FRAMES_SHARE),
         )
         turn.frames = {d.name: d.fingerprint for d in descriptions}
+        turn.notes = (*engine_rules(descriptions), *(s.rule() for s in turn.sampled))
         used = sum(d.tokens for d in descriptions)
         context = self._context(turn.cell)
         history = (
@@ -975,13 +988,19 @@ def _still_failing(
 
 
 def _frame_list(found: dict[str, Any]) -> str:
-    """The ``list_frames`` tool: the question's frames and their shapes (no values)."""
+    """The ``list_frames`` tool: the question's frames and their shapes (no values).
+
+    Read from the listing entry, which asks an engine frame only for what it knows
+    cheaply: a row count a lazy frame does not know is said to be unknown, not computed.
+    """
     if not found:
         return "No frames were given."
-    return "\n".join(
-        f"{name}: {type(obj).__name__} of shape {tuple(getattr(obj, 'shape', ()))}"
-        for name, obj in found.items()
-    )
+    lines = []
+    for name, obj in found.items():
+        info = frame_info(name, obj)
+        shape = ", ".join("unknown" if n is None else str(n) for n in info.shape)
+        lines.append(f"{name}: {info.kind} of shape ({shape}{',' * (len(info.shape) == 1)})")
+    return "\n".join(lines)
 
 
 def _child_sandbox(config: DataAgent, session_id: str) -> Sandbox:

@@ -3,6 +3,7 @@
 polars and DuckDB frames go to the child as Arrow and come back to life there as the same
 kind of object, so the code written for the engine runs; Dask and Spark frames cannot
 reach the sandbox: ``--run`` says so, ``--sample N`` runs on N rows the engine pulled.
+Agent mode's steps run in the same child on the same objects, refused or sampled alike.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from kernel_helpers import Kernel
-from llm_server import LLMServer, code_answer
+from llm_server import LLMServer, Reply, code_answer, tool_call
 
 pytestmark = [pytest.mark.kernel, pytest.mark.engines]
 
@@ -125,3 +126,68 @@ def test_into_brings_a_polars_result_back_as_pandas(kernel: Kernel, server: LLMS
     assert kernel.eval("by_city.to_dict('list')") == (
         "{'city': ['Lima', 'Oslo'], 'amount': [4.5, 4.0]}"
     )
+
+
+# --- agent mode: the same child, the same objects, the same refusal -------------------------
+
+
+def _tool_replies(request_messages: list[dict]) -> list[str]:
+    return [str(m["content"]) for m in request_messages if m.get("role") == "tool"]
+
+
+def test_agent_steps_run_on_polars_and_duckdb_frames(kernel: Kernel, server: LLMServer) -> None:
+    step = (
+        "import polars as pl\n"
+        "print(type(orders).__name__, type(lazy_orders).__name__, type(visits).__name__)\n"
+        "result = orders.group_by('city').agg(pl.col('amount').sum()).sort('city')\n"
+        "print(result.to_dicts())"
+    )
+    server.script(
+        Reply(tool_calls=[tool_call("list_frames"), tool_call("run_python", code=step)]),
+        "Oslo has the larger total (4.0).",
+    )
+    before = len(server.chat_requests())
+    ex = kernel.execute("%%ask orders lazy_orders visits --agent --into by_city\ntotals?")
+    assert ex.ok, ex.error
+    assert "DataFrame LazyFrame DuckDBPyRelation" in ex.stdout
+    assert "[{'city': 'Lima', 'amount': 4.5}, {'city': 'Oslo', 'amount': 4.0}]" in ex.stdout
+    first, second = server.chat_requests()[before:]
+    system = first.messages[0]["content"]
+    assert "Work in steps" in system  # agent mode's own system message...
+    assert "`orders` is a polars DataFrame" in system  # ...with the engines' rules
+    assert "`visits` is a DuckDB relation" in system
+    listed = _tool_replies(second.messages)[0]
+    assert "lazy_orders: polars LazyFrame of shape (unknown, 2)" in listed
+    assert "orders: polars DataFrame of shape (3, 2)" in listed
+    assert kernel.eval("type(by_city).__name__, by_city.to_dict('list')") == (
+        "('DataFrame', {'city': ['Lima', 'Oslo'], 'amount': [4.5, 4.0]})"
+    )
+
+
+def test_agent_on_a_dask_frame_is_refused_like_run(kernel: Kernel, server: LLMServer) -> None:
+    before = len(server.chat_requests())
+    ex = kernel.execute("%%ask logs --agent\nmean latency?")
+    assert not ex.ok
+    message = "\n".join(ex.error["traceback"])
+    assert (
+        "logs is a Dask DataFrame in a cluster the sandbox cannot reach (it has no network), "
+        "so --agent cannot run code on it." in message
+    )
+    assert "Ask without --agent" in message and "--sample N" in message
+    assert "Traceback" not in message
+    assert len(server.chat_requests()) == before
+
+
+def test_agent_sample_steps_run_on_rows_pulled_by_dask(kernel: Kernel, server: LLMServer) -> None:
+    server.script(
+        Reply(tool_calls=[tool_call("run_python", code="print(type(logs).__name__, len(logs))")]),
+        "The sample has 20 rows.",
+    )
+    before = len(server.chat_requests())
+    ex = kernel.execute("%%ask logs --agent --sample 20\nhow many rows?")
+    assert ex.ok, ex.error
+    assert "Running on a sample: the first 20 rows of logs (Dask DataFrame)" in ex.stdout
+    assert "DataFrame 20" in ex.stdout
+    system = server.chat_requests()[before].messages[0]["content"]
+    assert "Work in steps" in system
+    assert "it is a pandas DataFrame holding its first 20 rows" in system

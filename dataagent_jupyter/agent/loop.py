@@ -214,6 +214,8 @@ class AgentLoop:
     describe_frame: Callable[[str], str]
     list_frames: Callable[[], str]
     gate: StepGate | None = None
+    #: prompt sentences about the frames (another engine's API, a sample standing in)
+    notes: Sequence[str] = ()
     on_step: Callable[[StepRecord], None] = lambda record: None
     started: float = field(default_factory=time.perf_counter)
     _explanations: list[str] = field(default_factory=list)
@@ -277,7 +279,9 @@ class AgentLoop:
             if rounds > 2 * self.max_steps + 2:  # answers that never become steps
                 result.ended_by = f"the step budget ({self.max_steps} steps) ran out"
                 return
-            system = agent_system_prompt(names, tools=tools, max_steps=self.max_steps)
+            system = agent_system_prompt(
+                names, tools=tools, max_steps=self.max_steps, notes=self.notes
+            )
             request = ChatRequest(
                 model=self.model,
                 messages=({"role": "system", "content": system}, *messages),

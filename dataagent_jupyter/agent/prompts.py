@@ -13,8 +13,14 @@ from collections.abc import Sequence
 from ..prompts import available_libraries
 
 
-def agent_system_prompt(names: Sequence[str], *, tools: bool, max_steps: int) -> str:
-    """The rules of agent mode; ``tools`` says whether the model may call functions."""
+def agent_system_prompt(
+    names: Sequence[str], *, tools: bool, max_steps: int, notes: Sequence[str] = ()
+) -> str:
+    """The rules of agent mode; ``tools`` says whether the model may call functions.
+
+    ``notes`` are the question's frame sentences (a polars or DuckDB frame's API, a pandas
+    sample standing in for a Dask or Spark frame); without any the prompt is unchanged.
+    """
     listed = ", ".join(names) if names else "(none were given)"
     if tools:
         how = [
@@ -55,6 +61,7 @@ def agent_system_prompt(names: Sequence[str], *, tools: bool, max_steps: int) ->
             "- For a chart, draw with matplotlib (`fig, ax = plt.subplots()`), with a title and "
             "axis labels; the user sees it, you get its title, labels and what is drawn.",
             "- Each step must make sense on its own when read as a notebook cell.",
+            *notes,
             "The final summary is Markdown for the user: the findings with the numbers that "
             "support them, in a few short paragraphs or bullets; no code.",
         ]

@@ -53,13 +53,19 @@ class SampledFrame:
 
 
 def for_run(
-    frames: Mapping[str, Any], sample: int | None, *, named: bool = True
+    frames: Mapping[str, Any],
+    sample: int | None,
+    *,
+    named: bool = True,
+    flag: str = "--run",
 ) -> tuple[dict[str, Any], tuple[SampledFrame, ...]]:
     """The frames a run may use: cluster-backed ones refused, or sampled with ``sample``.
 
     Frames found without being ``named`` (``%%ask --run`` alone) that cannot reach the
     sandbox are left out rather than refused, so a Dask frame elsewhere in the notebook
     does not block a run about the pandas ones; if nothing else is left, it is refused.
+    ``flag`` is the option that asked for a run (``--run``, ``--agent``, ``--check``): the
+    refusal is the same sentence for all of them, naming the one the user gave.
     """
     if sample is not None:
         return sample_remote(frames, sample)
@@ -67,7 +73,7 @@ def for_run(
         runnable = {n: obj for n, obj in frames.items() if _runnable(obj)}
         if runnable or not frames:
             return runnable, ()
-    check_runnable(frames)
+    check_runnable(frames, flag)
     return dict(frames), ()
 
 
@@ -85,15 +91,15 @@ def child_frames(frames: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_runnable(frames: Mapping[str, Any]) -> None:
-    """Refuse ``--run`` on a cluster-backed frame (no sample was asked for)."""
+def check_runnable(frames: Mapping[str, Any], flag: str = "--run") -> None:
+    """Refuse a run (``flag``) on a cluster-backed frame (no sample was asked for)."""
     for name, obj in frames.items():
         engine = engine_of(obj)
         if engine is not None and not engine.local:
             raise UsageError(
                 f"{name} is a {engine.kind(obj)} in a cluster the sandbox cannot reach "
-                "(it has no network), so --run cannot run code on it.",
-                hint=f"Ask without --run to get {engine.title} code as a cell to run yourself, "
+                f"(it has no network), so {flag} cannot run code on it.",
+                hint=f"Ask without {flag} to get {engine.title} code as a cell to run yourself, "
                 f"or add --sample N to run on the first N rows pulled by {engine.title}.",
             )
 
