@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchkit import table
+
 ENGINES = ("polars", "duckdb", "dask", "pyspark")
 PART = 100_000  # rows per generated batch / partition
 
@@ -146,14 +148,11 @@ def main() -> None:
         run_engine(args.engine, [int(s) for s in args.sizes.split(",")])
         return
     sizes = [10**4, 10**6] if args.quick else [10**4, 10**6, 10**8]
-    print("\nDescribing engine frames vs the engine's own full summary (same frame, same run)")
-    print(
-        f"{'engine':>8} {'rows':>6} {'describe ms':>12} {'vs 10^4':>8} {'peak MB':>8} "
-        f"{'summary ms':>11} {'peak MB':>8} {'ratio':>8}"
-    )
+    rows: list[list[str]] = []
     for engine in ENGINES:
         if importlib.util.find_spec(engine) is None:
-            print(f"{engine:>8}  not installed (pip install 'dataagent-jupyter[engines]')")
+            missing = "not installed (pip install 'dataagent-jupyter[engines]')"
+            rows.append([engine, missing, *[""] * 6])
             continue
         done = subprocess.run(
             [sys.executable, __file__, "--engine", engine, "--sizes", ",".join(map(str, sizes))],
@@ -162,17 +161,38 @@ def main() -> None:
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
         if done.returncode != 0:
-            print(f"{engine:>8}  failed: {done.stderr.strip().splitlines()[-1:]}")
+            print(f"{engine} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
             sys.exit(1)
-        rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        first = rows[0]["ours"][0]
-        for row in rows:
+        measured = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        first = measured[0]["ours"][0]
+        for row in measured:
             (ms, mb), (tms, tmb) = row["ours"], row["theirs"]
-            size = f"10^{len(str(row['rows'])) - 1}"
-            print(
-                f"{engine:>8} {size:>6} {ms:>12.1f} "
-                f"{ms / first:>7.1f}x {mb:>8.1f} {tms:>11.1f} {tmb:>8.1f} {tms / ms:>7.1f}x"
+            rows.append(
+                [
+                    engine,
+                    f"10^{len(str(row['rows'])) - 1}",
+                    f"{ms:.1f}",
+                    f"{ms / first:.1f}x",
+                    f"{mb:.1f}",
+                    f"{tms:.1f}",
+                    f"{tmb:.1f}",
+                    f"{tms / ms:.1f}x",
+                ]
             )
+    table(
+        "Describing engine frames vs the engine's own full summary (same frame, same run)",
+        [
+            "engine",
+            "rows",
+            "describe ms",
+            "vs 10^4",
+            "peak MB",
+            "summary ms",
+            "peak MB",
+            "summary/describe",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":
