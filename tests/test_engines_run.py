@@ -111,6 +111,51 @@ def test_run_without_names_leaves_the_dask_frame_out(kernel: Kernel, server: LLM
     assert "orders" in system and "logs" not in system
 
 
+def test_a_lazy_frame_too_big_to_copy_is_refused_and_sample_limits_it(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    # five billion rows: were the relation run in full, this test would never end
+    setup = kernel.execute(
+        "huge = con.sql('SELECT range AS i, range % 7 AS k FROM range(5000000000)')\n"
+        "pl.select(i=pl.int_range(0, 1_200_000)).write_parquet('big.parquet')\n"
+        "scan = pl.scan_parquet('big.parquet')"
+    )
+    assert setup.ok, setup.error
+    server.script(code_answer("print(duckdb.sql('SELECT count(*) FROM huge').fetchall())"))
+    ex = kernel.execute("%%ask huge --run\nhow many rows?")
+    assert not ex.ok
+    message = "\n".join(ex.error["traceback"])
+    assert "huge is a DuckDB relation whose result has more than 1,000,000 rows" in message
+    assert "--sample N" in message and "Traceback" not in message
+    server.script(code_answer("print(type(scan).__name__, scan.collect().height)"))
+    ex = kernel.execute("%%ask scan --run\nhow many rows?")
+    assert not ex.ok
+    assert "scan is a polars LazyFrame whose result has more than 1,000,000 rows" in "\n".join(
+        ex.error["traceback"]
+    )
+
+    # --sample N: the same kind of object in the child, limited to N rows, and said so
+    server.script(
+        code_answer(
+            "import duckdb\n"
+            "counted = duckdb.sql('SELECT count(*), max(i) FROM huge').fetchall()\n"
+            "print(type(huge).__name__, counted)\n"
+            "print(type(scan).__name__, scan.collect().height)"
+        )
+    )
+    ex = kernel.execute("%%ask huge scan --run --sample 1000\nhow many rows?")
+    assert ex.ok, server.chat_requests()[-1].messages[-1]["content"]
+    assert "DuckDBPyRelation [(1000, 999)]" in ex.stdout
+    assert "LazyFrame 1000" in ex.stdout
+    assert "Running on a sample: the first 1,000 rows of huge (DuckDB relation)" in ex.stdout
+    system = server.chat_requests()[-1].messages[0]["content"]
+    assert "`scan` is the user's polars LazyFrame limited to its first 1,000 rows" in system
+    # nothing of it stayed in the user's kernel: the frames are unchanged
+    assert kernel.eval("type(huge).__name__, type(scan).__name__") == (
+        "('DuckDBPyRelation', 'LazyFrame')"
+    )
+
+
 def test_into_brings_a_polars_result_back_as_pandas(kernel: Kernel, server: LLMServer) -> None:
     server.script(
         code_answer(

@@ -80,8 +80,17 @@ class Engine:
         """Prompt sentences asking for code in this engine's API, keeping results small."""
         raise NotImplementedError
 
+    def lazy(self, obj: Any) -> bool:
+        """Whether ``obj`` is a query not yet run (its rows exist only once collected)."""
+        return False
+
+    def limit(self, obj: Any, n: int) -> Any:
+        """The same kind of object, holding at most the first ``n`` rows (lazy frames)."""
+        raise NotImplementedError(f"{self.title} frames are not limited here")
+
     def to_arrow(self, obj: Any) -> pa.Table:
-        """The whole frame as an Arrow table, for run mode (local engines only)."""
+        """The whole frame as an Arrow table, for run mode (local engines only; a lazy
+        frame is first limited by the caller, so this never runs an unbounded query)."""
         raise NotImplementedError(f"{self.title} frames are not copied to the sandbox")
 
     def matches(self, obj: Any) -> bool:

@@ -31,6 +31,12 @@ class DuckDBEngine(Engine):
     def head(self, obj: Any, n: int) -> pd.DataFrame:
         return obj.limit(n).df()
 
+    def lazy(self, obj: Any) -> bool:
+        return True  # a relation is a query: its rows are made when it is fetched
+
+    def limit(self, obj: Any, n: int) -> Any:
+        return obj.limit(n)
+
     def sample_note(self, obj: Any, n: int) -> str:
         return f"the first {n:,} rows (LIMIT {n}; the query is not run in full)"
 

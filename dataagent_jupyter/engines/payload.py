@@ -16,13 +16,23 @@ from ..errors import FrameError
 from ..sandbox.transfer import ENGINE_TAG
 from . import Engine
 
+#: the most rows a lazy frame's query may yield for a run: it is run in the user's kernel
+#: (the sandbox cannot read what it scans), so its whole result is held there first
+MAX_LAZY_ROWS = 1_000_000
 
-def arrow_payload(name: str, obj: Any, engine: Engine) -> Any:
-    """``obj`` as an Arrow table tagged ``<engine>:<kind>``, for the child to rebuild."""
+
+def arrow_payload(name: str, obj: Any, engine: Engine, max_rows: int = MAX_LAZY_ROWS) -> Any:
+    """``obj`` as an Arrow table tagged ``<engine>:<kind>``, for the child to rebuild.
+
+    A lazy frame (polars LazyFrame, DuckDB relation) is run with a limit of one row more
+    than ``max_rows``: a result larger than that is refused, not materialised, and the
+    message says how to run on part of it.
+    """
     if not engine.local:
         raise FrameError(f"{name!r} is a {engine.kind(obj)}; it cannot be copied to the sandbox.")
+    lazy = engine.lazy(obj)
     try:
-        table = engine.to_arrow(obj)
+        table = engine.to_arrow(engine.limit(obj, max_rows + 1) if lazy else obj)
     except Exception as exc:  # the engine's own failure, said in its words
         raise FrameError(
             f"{name!r} could not be read for the analysis kernel: "
@@ -30,6 +40,14 @@ def arrow_payload(name: str, obj: Any, engine: Engine) -> Any:
             hint="Ask in insert mode (without --run): the code is then proposed as a cell and "
             "runs in your kernel.",
         ) from None
+    if lazy and table.num_rows > max_rows:
+        raise FrameError(
+            f"{name} is a {engine.kind(obj)} whose result has more than {max_rows:,} rows. "
+            "A run copies it into the sandbox, and would first hold all of it in your "
+            "kernel's memory.",
+            hint=f"Add --sample N to run on its first N rows, or ask without --run to get "
+            f"{engine.title} code to run yourself.",
+        )
     metadata = dict(table.schema.metadata or {})
     metadata[ENGINE_TAG] = f"{engine.name}:{engine.kind(obj)}".encode()
     return table.replace_schema_metadata(metadata)

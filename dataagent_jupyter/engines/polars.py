@@ -24,21 +24,24 @@ class PolarsEngine(Engine):
     def types(self, module: Any) -> tuple[type, ...]:
         return (module.DataFrame, module.LazyFrame)
 
-    def _lazy(self, obj: Any) -> bool:
+    def lazy(self, obj: Any) -> bool:
         return isinstance(obj, sys.modules["polars"].LazyFrame)
 
+    def limit(self, obj: Any, n: int) -> Any:
+        return obj.head(n)  # still a LazyFrame: polars pushes the slice into the scan
+
     def kind(self, obj: Any) -> str:
-        return "polars LazyFrame" if self._lazy(obj) else "polars DataFrame"
+        return "polars LazyFrame" if self.lazy(obj) else "polars DataFrame"
 
     def columns(self, obj: Any) -> list[tuple[str, str]]:
-        schema = obj.collect_schema() if self._lazy(obj) else obj.schema
+        schema = obj.collect_schema() if self.lazy(obj) else obj.schema
         return [(str(name), str(dtype)) for name, dtype in schema.items()]
 
     def rows(self, obj: Any) -> int | None:
-        return None if self._lazy(obj) else int(obj.height)
+        return None if self.lazy(obj) else int(obj.height)
 
     def head(self, obj: Any, n: int) -> pd.DataFrame:
-        if self._lazy(obj):
+        if self.lazy(obj):
             return obj.head(n).collect().to_pandas()
         from ..frames import sample_positions
 
@@ -47,7 +50,7 @@ class PolarsEngine(Engine):
         return part.to_pandas().set_axis(positions, axis=0)
 
     def sample_note(self, obj: Any, n: int) -> str:
-        if self._lazy(obj):
+        if self.lazy(obj):
             return f"the first {n:,} rows (LazyFrame.head, the query is not run in full)"
         return f"a random sample of {n:,} rows"
 
@@ -61,4 +64,4 @@ class PolarsEngine(Engine):
         )
 
     def to_arrow(self, obj: Any) -> Any:
-        return (obj.collect() if self._lazy(obj) else obj).to_arrow()
+        return (obj.collect() if self.lazy(obj) else obj).to_arrow()

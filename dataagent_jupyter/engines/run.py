@@ -5,7 +5,9 @@ the same kind of object there. Dask and Spark frames live in a cluster (or a JVM
 sandbox cannot reach: it has no network by design. ``--run`` on them is refused in one
 sentence that offers insert mode, unless the user asks for ``--sample N``: then the
 engine itself pulls the first N rows, the child gets them as a pandas DataFrame, and the
-prompt and the cell output say so.
+prompt and the cell output say so. A lazy local frame (LazyFrame, relation) is run in the
+user's kernel to be copied, so its result is bounded (:data:`.payload.MAX_LAZY_ROWS`);
+``--sample N`` limits it to its first N rows, and it stays the same kind of object.
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ class SampledFrame:
     engine: Engine
     kind: str
     rows: int
+    #: a lazy local frame limited to its first rows: the same kind of object in the child
+    same_kind: bool = False
 
     def rule(self) -> str:
-        """The prompt sentence: in the sandbox this name is a pandas sample."""
+        """The prompt sentence: in the sandbox this name holds a sample only."""
+        if self.same_kind:
+            return (
+                f"In the sandbox `{self.name}` is the user's {self.kind} limited to its first "
+                f"{self.rows:,} rows. Write {self.engine.title} code as usual, and say in "
+                "your explanation that the answer comes from these rows only."
+            )
         return (
             f"In the sandbox `{self.name}` is NOT the user's {self.kind}: it is a pandas "
             f"DataFrame holding its first {self.rows:,} rows (pulled by {self.engine.title}; "
@@ -45,10 +55,13 @@ class SampledFrame:
 
     def notice(self) -> str:
         """The line the user sees: the run uses a sample, not the whole frame."""
+        if self.same_kind:
+            why = "as asked with --sample"
+        else:
+            why = f"pulled by {self.engine.title}; the sandbox cannot reach the cluster"
         return (
             f"Running on a sample: the first {self.rows:,} rows of {self.name} "
-            f"({self.kind}), pulled by {self.engine.title}; the sandbox cannot reach the "
-            "cluster, so the answer is not computed on the whole frame.\n"
+            f"({self.kind}), {why}, so the answer is not computed on the whole frame.\n"
         )
 
 
@@ -107,13 +120,19 @@ def check_runnable(frames: Mapping[str, Any], flag: str = "--run") -> None:
 def sample_remote(
     frames: Mapping[str, Any], rows: int
 ) -> tuple[dict[str, Any], tuple[SampledFrame, ...]]:
-    """``frames`` with each Dask/Spark frame replaced by its first ``rows`` rows (pandas)."""
+    """``frames`` with each Dask/Spark frame replaced by its first ``rows`` rows (pandas),
+    and each lazy polars/DuckDB frame limited to them (still lazy)."""
     out: dict[str, Any] = {}
     sampled: list[SampledFrame] = []
     for name, obj in frames.items():
         engine = engine_of(obj)
-        if engine is None or engine.local:
+        if engine is None or (engine.local and not engine.lazy(obj)):
             out[name] = obj
+            continue
+        if engine.local:
+            # the limit is part of the query: only these rows are made when it is copied
+            out[name] = engine.limit(obj, rows)
+            sampled.append(SampledFrame(name, engine, engine.kind(obj), rows, same_kind=True))
             continue
         try:
             out[name] = _first_rows(engine, obj, rows)
