@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sandbox, run-mode and hostile-code suites again, as an ordinary user.
+# The sandbox, run-mode, engine run-mode and hostile-code suites again, as an ordinary user.
 #
 # Root takes paths an ordinary user never does: Linux ignores RLIMIT_NPROC for uid 0 and
 # only root gets a network namespace. So, when run as root (CI), this makes a user, gives
@@ -38,11 +38,13 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -U pip
-"$VENV/bin/python" -m pip install -q -e "$TREE[test]"
+# engines too: DuckDB and polars run inside the sandbox child, whose file rules differ
+# for an ordinary user (Landlock, cgroup files DuckDB reads for its thread count)
+"$VENV/bin/python" -m pip install -q -e "$TREE[test,engines]"
 chown -R "$NAME:" "$TREE"
 echo "unprivileged environment ready in $(($(date +%s) - started)) s"
 
-suites=(tests/test_sandbox.py tests/test_run_mode.py)
+suites=(tests/test_sandbox.py tests/test_run_mode.py tests/test_engines_run.py)
 for extra in tests/test_hostile*.py; do
   [ -e "$extra" ] && suites+=("$extra")
 done

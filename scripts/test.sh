@@ -59,7 +59,7 @@ step "TypeScript unit tests"
 step "Python tests (kernels, sandbox, widget, browser)"
 DATAAGENT_CI=1 python -m pytest tests "$@"
 
-step "sandbox, run-mode and hostile-code suites as an unprivileged user"
+step "sandbox, run-mode, engine run-mode and hostile-code suites as an unprivileged user"
 # Root skips RLIMIT_NPROC and gets a network namespace; an ordinary user takes the other paths.
 ./scripts/test-unprivileged.sh
 
