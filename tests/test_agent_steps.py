@@ -227,3 +227,122 @@ def test_plain_messages_a_code_block_is_a_step_and_prose_is_the_summary() -> Non
     assert isinstance(final, Finish) and final.summary.startswith("## Findings")
     (broken,) = read_moves(ChatResponse(text="```python\nresult = (\n```"))
     assert isinstance(broken, BadMove) and "does not parse" in broken.reason
+
+
+# --- engine frames: the same report, read through each engine's own cheap operations ------
+
+
+@pytest.fixture
+def pl() -> Any:
+    return pytest.importorskip("polars")
+
+
+@pytest.fixture
+def duckdb() -> Any:
+    return pytest.importorskip("duckdb")
+
+
+@pytest.mark.engines
+def test_a_polars_result_is_summarised_with_shape_and_polars_dtypes(pl: Any) -> None:
+    ns = {"orders": pl.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "amount": [3.0, 4.5, 1.0]})}
+    outcome = outcome_of(
+        "result = orders.group_by('city').agg(pl.col('amount').sum())", ns | {"pl": pl}
+    )
+    text = step_message(outcome, step=1, inputs={"orders": 3}, privacy="sample", budget_chars=2000)
+    assert (
+        "`result` is a polars DataFrame of shape (2 x 2); dtypes: city: String, amount: Float64."
+        in text
+    )
+    assert "Lima" in text and "4.5" in text  # the first rows, as polars prints them
+    assert "Warning" not in text
+    schema = step_message(
+        outcome, step=1, inputs={"orders": 3}, privacy="schema", budget_chars=2000
+    )
+    assert "polars DataFrame of shape (2 x 2)" in schema
+    assert "Lima" not in schema and "4.5" not in schema
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("result = orders.filter(pl.col('amount') > 100)", "`result` is empty (0 rows)"),
+        (
+            "result = orders.with_columns(pl.lit(None, dtype=pl.Float64).alias('ratio'))",
+            "column(s) 'ratio' are all missing",
+        ),
+        ("result = orders['amount'].shift(5)", "`result` is all missing"),
+        (
+            "lookup = pl.DataFrame({'city': ['Oslo', 'Oslo', 'Lima'], 'm': [1, 2, 3]})\n"
+            "joined = orders.join(lookup, on='city')\nresult = joined.height",
+            "after the merge `joined` has 5 rows, more than any input frame (3)",
+        ),
+    ],
+)
+def test_silent_failures_are_named_on_polars_results(pl: Any, code: str, expected: str) -> None:
+    ns = {
+        "pl": pl,
+        "orders": pl.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "amount": [3.0, 4.5, 1.0]}),
+    }
+    notes = silent_failures(outcome_of(code, ns), {"orders": 3})
+    assert len(notes) == 1 and expected in notes[0], notes
+
+
+@pytest.mark.engines
+def test_a_lazy_result_is_reported_from_its_schema_and_never_collected(
+    pl: Any, tmp_path: Any
+) -> None:
+    path = tmp_path / "orders.parquet"
+    pl.DataFrame({"city": ["Oslo", "Lima"], "amount": [3.0, 4.5]}).write_parquet(path)
+    ns = {"pl": pl, "path": str(path)}
+    outcome = outcome_of("result = pl.scan_parquet(path).filter(pl.col('amount') > 100)", ns)
+    path.unlink()  # collecting the plan now would fail: the report must not try
+    text = step_message(outcome, step=1, inputs={}, privacy="sample", budget_chars=2000)
+    assert (
+        "`result` is a polars LazyFrame of shape (unknown x 2) (lazy: not collected); "
+        "dtypes: city: String, amount: Float64." in text
+    )
+    assert "Warning" not in text and "Oslo" not in text
+
+
+@pytest.mark.engines
+def test_a_duckdb_relation_is_summarised_from_a_limited_fetch(duckdb: Any) -> None:
+    con = duckdb.connect()
+    ns = {"con": con}
+    outcome = outcome_of(
+        "result = con.sql(\"SELECT range AS id, 'shop ' || (range % 4) AS shop, NULL::DOUBLE AS x "
+        'FROM range(10000000000)")',  # ten billion rows: only a LIMIT can finish here
+        ns,
+    )
+    text = step_message(outcome, step=1, inputs={}, privacy="sample", budget_chars=2000)
+    assert (
+        "`result` is a DuckDB relation of shape (unknown x 3); "
+        "dtypes: id: BIGINT, shop: VARCHAR, x: DOUBLE." in text
+    )
+    assert "shop 3" in text  # first rows
+    assert "Warning" not in text  # the NULL column is not known to be all NULL past the fetch
+    empty = outcome_of(
+        "result = con.sql('SELECT 1 AS n, NULL AS x FROM range(3) WHERE range < 2')", ns
+    )
+    text = step_message(empty, step=2, inputs={}, privacy="schema", budget_chars=2000)
+    assert "DuckDB relation of shape (2 x 2)" in text
+    assert "Warning: in `result`, column(s) 'x' are all missing" in text
+    none = outcome_of("result = con.sql('SELECT 1 AS n FROM range(3) WHERE range > 5')", ns)
+    assert silent_failures(none, {})[0].startswith("`result` is empty (0 rows)")
+
+
+def test_the_report_imports_no_engine_the_step_did_not_import() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, types\n"
+        f"src = open({child_report.__file__!r}).read()\n"
+        "m = types.ModuleType('r'); exec(compile(src, 'r', 'exec'), m.__dict__)\n"
+        "print(m.report({'result': [1, 2]}))\n"
+        "print(sorted({'pandas', 'polars', 'duckdb', 'matplotlib'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    report, imported = out.stdout.splitlines()
+    assert json.loads(report)["result"]["repr"] == "[1, 2]"
+    assert imported == "[]"

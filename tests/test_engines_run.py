@@ -8,6 +8,7 @@ Agent mode's steps run in the same child on the same objects, refused or sampled
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -236,3 +237,63 @@ def test_agent_sample_steps_run_on_rows_pulled_by_dask(kernel: Kernel, server: L
     system = server.chat_requests()[before].messages[0]["content"]
     assert "Work in steps" in system
     assert "it is a pandas DataFrame holding its first 20 rows" in system
+
+
+def test_agent_steps_send_engine_results_as_shape_and_dtypes(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    steps = [
+        "import polars as pl\nresult = orders.group_by('city').agg(pl.col('amount').sum())",
+        "result = lazy_orders.with_columns(double=pl.col('amount') * 2)",
+        "import duckdb\n"
+        "result = duckdb.sql('SELECT shop, count(*) AS n FROM visits GROUP BY shop')",
+        "result = orders.filter(pl.col('amount') > 100)",
+    ]
+    server.script(
+        Reply(tool_calls=[tool_call("run_python", code=code) for code in steps]),
+        "Nothing is above 100.",
+    )
+    ex = kernel.execute("%%ask orders lazy_orders visits --agent\nwhich orders are over 100?")
+    assert ex.ok, ex.error
+    eager, lazy, relation, empty = _tool_replies(server.chat_requests()[-1].messages)
+    assert (
+        "`result` is a polars DataFrame of shape (2 x 2); dtypes: city: String, amount: Float64"
+        in eager
+    )
+    assert "| Oslo | 4.0" in eager or "| Lima | 4.5" in eager  # first rows, printed by polars
+    assert (
+        "`result` is a polars LazyFrame of shape (unknown x 3) (lazy: not collected); "
+        "dtypes: city: String, amount: Float64, double: Float64" in lazy
+    )
+    assert (
+        "`result` is a DuckDB relation of shape (4 x 2); dtypes: shop: BIGINT, n: BIGINT"
+        in relation
+    )
+    assert "250" in relation
+    assert "Warning: `result` is empty (0 rows)" in empty
+    assert "Warning" not in eager + lazy + relation
+
+
+def test_agent_schema_privacy_sends_engine_shapes_and_no_values(
+    kernel: Kernel, server: LLMServer
+) -> None:
+    steps = [
+        "import polars as pl\nprint(orders['city'].to_list())\n"
+        "result = orders.with_columns(pl.col('amount') * 1013)",
+        "import duckdb\nresult = duckdb.sql('SELECT id * 7919 + 100003 AS code, shop FROM visits')",
+        "result = orders.filter(pl.col('city') == 'Nowhere')",
+    ]
+    server.script(
+        Reply(tool_calls=[tool_call("run_python", code=code) for code in steps]),
+        "Done.",
+    )
+    before = len(server.chat_requests())
+    ex = kernel.execute("%%ask orders visits --agent --privacy schema\namounts?")
+    assert ex.ok, ex.error
+    sent = json.dumps([r.body for r in server.chat_requests()[before:]])
+    # the frames' values and the values the steps made (the code itself is the model's)
+    for value in ("Oslo", "Lima", "3039", "4558.5", "107922", "115841"):
+        assert value not in sent, value
+    assert "polars DataFrame of shape (3 x 2); dtypes: city: String, amount: Float64" in sent
+    assert "DuckDB relation of shape (unknown x 2); dtypes: code: BIGINT, shop: BIGINT" in sent
+    assert "Warning: `result` is empty (0 rows)" in sent

@@ -50,20 +50,25 @@ class FigureInfo:
 
 @dataclass(frozen=True)
 class ResultInfo:
-    """The step's ``result``: a frame/series (shape, dtypes, first rows) or a value."""
+    """The step's ``result``: a frame/series of any engine (shape, dtypes, first rows) or a
+    value. ``type`` names it for the model ("DataFrame", "polars LazyFrame", ...); ``kind``
+    is what the checks go by; a row count is None where counting would run the query.
+    """
 
     type: str
-    shape: tuple[int, ...] = ()
+    kind: Literal["frame", "series", ""] = ""
+    shape: tuple[int | None, ...] = ()
     dtypes: tuple[tuple[str, str], ...] = ()
     head: str = ""
     all_missing: tuple[str, ...] = ()
     repr: str = ""
     missing: bool = False
     figure: FigureInfo | None = None
+    lazy: bool = False  # a lazy frame, reported from its schema and never collected
 
     @property
     def is_table(self) -> bool:
-        return self.type in ("DataFrame", "Series")
+        return self.kind != ""
 
 
 @dataclass(frozen=True)
@@ -152,15 +157,20 @@ def _result(raw: Any) -> ResultInfo:
     if not isinstance(dtypes, dict):
         raise ReportError("'dtypes' is not an object")
     figure = raw.get("figure")
+    kind = raw.get("kind", "")
+    if kind not in ("frame", "series", ""):
+        raise ReportError("'kind' is not a known kind")
     return ResultInfo(
         type=_str(raw.get("type", "unknown"), 80),
-        shape=tuple(_int(n) for n in _list(raw.get("shape"))[:2]),
+        kind=kind,
+        shape=tuple(None if n is None else _int(n) for n in _list(raw.get("shape"))[:2]),
         dtypes=tuple((_str(k, 200), _str(v, 80)) for k, v in list(dtypes.items())[:MAX_COLUMNS]),
         head=_str(raw.get("head", "")),
         all_missing=tuple(_str(c, 200) for c in _list(raw.get("all_missing"))[:MAX_COLUMNS]),
         repr=_str(raw.get("repr", "")),
         missing=raw.get("missing") is True,
         figure=None if figure is None else _figure(figure),
+        lazy=raw.get("lazy") is True,
     )
 
 
@@ -213,11 +223,11 @@ def silent_failures(outcome: StepOutcome, inputs: dict[str, int]) -> list[str]:
     if result is not None and result.is_table:
         if result.shape and result.shape[0] == 0:
             notes.append("`result` is empty (0 rows): a filter or join matched nothing.")
-        elif result.type == "DataFrame" and result.all_missing:
+        elif result.kind == "frame" and result.all_missing:
             cols = ", ".join(repr(c) for c in result.all_missing[:8])
-            notes.append(f"in `result`, column(s) {cols} are all missing (NaN).")
-        elif result.type == "Series" and result.all_missing:
-            notes.append("`result` is all missing (NaN).")
+            notes.append(f"in `result`, column(s) {cols} are all missing (NaN/null).")
+        elif result.kind == "series" and result.all_missing:
+            notes.append("`result` is all missing (NaN/null).")
     elif result is not None and result.missing:
         notes.append("`result` is missing (NaN/None): the computation produced no value.")
     if _MERGE.search(outcome.code) and inputs:
@@ -306,9 +316,12 @@ def _result_lines(result: ResultInfo | None, *, schema: bool) -> list[str]:
     if result is None:
         return ["No `result` was set."]
     if result.is_table:
-        shape = " x ".join(str(n) for n in result.shape)
+        shape = " x ".join("unknown" if n is None else str(n) for n in result.shape)
         dtypes = ", ".join(f"{name}: {dtype}" for name, dtype in result.dtypes)
-        return [f"`result` is a {result.type} of shape ({shape}); dtypes: {dtypes or 'none'}."]
+        lazy = " (lazy: not collected)" if result.lazy else ""
+        return [
+            f"`result` is a {result.type} of shape ({shape}){lazy}; dtypes: {dtypes or 'none'}."
+        ]
     if result.figure is not None:
         return ["`result` is a matplotlib figure."]
     if schema:
