@@ -30,6 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("DATAAGENT_CORPUS", REPO.parent / "shared" / "corpus"))
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[LLMServer]:
+    """A scripted server for a module's kernel: a kernel keeps the endpoint it started
+    with, so the server lives as long as the module (tests script it and read its log)."""
+    with LLMServer() as srv:
+        yield srv
+
+
 @pytest.fixture
 def llm() -> Iterator[LLMServer]:
     """A scripted OpenAI-compatible server on 127.0.0.1, stopped after the test."""

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,3 +199,36 @@ def hold_threads(count: int) -> subprocess.Popen:
     )
     assert holder.stdout is not None and int(holder.stdout.readline()) > count
     return holder
+
+
+@contextmanager
+def extension_kernel(
+    server: Any,
+    setup: str,
+    *,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    cwd: str | None = None,
+) -> Iterator[Kernel]:
+    """A kernel whose openai client talks to ``server``, with ``setup`` (which loads the
+    extension) run in it. Afterwards the extension is unloaded, which ends its sandbox
+    child, and the kernel is shut down, also when the setup failed."""
+    kernel = Kernel(
+        env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or "", **(env or {})},
+        extra_args=extra_args,
+        cwd=cwd,
+    )
+    try:
+        ran = kernel.execute(setup)
+        assert ran.ok, ran.text
+        yield kernel
+    finally:
+        try:
+            kernel.execute(
+                "for _name in ('dataagent', 'dataagent_jupyter'):\n"
+                "    if _name in get_ipython().extension_manager.loaded:\n"
+                "        get_ipython().extension_manager.unload_extension(_name)",
+                timeout=30,
+            )
+        finally:
+            kernel.shutdown()

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from IPython.utils.capture import capture_output
-from kernel_helpers import Execution, Kernel
+from kernel_helpers import Execution, Kernel, extension_kernel
 from llm_server import LLMServer, Reply, tool_call
 from widget_helpers import KERNEL_SNIPPET, wait_until
 
@@ -126,36 +126,22 @@ def test_widget_agent_choice_steps_with_approval_and_cells(
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as llm:
-        yield llm
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     """One kernel for the module, extension loaded, no response cache (scripts differ)."""
-    k = Kernel(
-        env={
-            "OPENAI_BASE_URL": server.url,
-            "OPENAI_API_KEY": server.api_key or "",
-            "JUPYTER_DATA_DIR": str(tmp_path_factory.mktemp("kernel-data")),
-        },
-        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
+    setup = (
+        "%load_ext dataagent_jupyter\nimport pandas as pd\n"
+        "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
+        " 'margin': [0.3, 0.1, 0.2]})\n"
+        "from ipywidgets.widgets.widget import _instances\n" + KERNEL_SNIPPET
     )
-    try:
-        setup = k.execute(
-            "%load_ext dataagent_jupyter\nimport pandas as pd\n"
-            "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
-            " 'margin': [0.3, 0.1, 0.2]})\n"
-            "from ipywidgets.widgets.widget import _instances\n" + KERNEL_SNIPPET
-        )
-        assert setup.ok, setup.text
+    data = str(tmp_path_factory.mktemp("kernel-data"))
+    with extension_kernel(
+        server,
+        setup,
+        env={"JUPYTER_DATA_DIR": data},
+        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
+    ) as k:
         yield k
-    finally:
-        try:
-            k.execute("%unload_ext dataagent_jupyter", timeout=30)
-        finally:
-            k.shutdown()
 
 
 @pytest.fixture

@@ -232,12 +232,6 @@ def ask(comm: Comm, question: str, **fields: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def fe(server: LLMServer) -> Iterator[Frontend]:
     frontend = Frontend({"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or ""})
     reply = frontend.execute(

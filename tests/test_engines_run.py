@@ -12,27 +12,17 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from kernel_helpers import Kernel
+from kernel_helpers import Kernel, extension_kernel
 from llm_server import LLMServer, Reply, code_answer, tool_call
 
 pytestmark = [pytest.mark.kernel, pytest.mark.engines]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     for engine in ("polars", "duckdb", "dask"):
         pytest.importorskip(engine)
-    k = Kernel(
-        env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or ""},
-        cwd=str(tmp_path_factory.mktemp("notebook")),
-    )
-    setup = k.execute(
+    setup = (
         "%load_ext dataagent\n"
         "import pandas as pd, polars as pl, duckdb, dask.dataframe as dd\n"
         "orders = pl.DataFrame({'city': ['Oslo', 'Lima', 'Oslo'], 'amount': [3.0, 4.5, 1.0]})\n"
@@ -42,9 +32,8 @@ def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "logs = dd.from_pandas(pd.DataFrame({'ms': [float(i) for i in range(100)]}),"
         " npartitions=4)"
     )
-    assert setup.ok, setup.error
-    yield k
-    k.shutdown()
+    with extension_kernel(server, setup, cwd=str(tmp_path_factory.mktemp("notebook"))) as k:
+        yield k
 
 
 def test_polars_frames_run_in_the_child_as_polars(kernel: Kernel, server: LLMServer) -> None:

@@ -12,12 +12,6 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer) -> Iterator[Kernel]:
     k = Kernel(
         env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or ""},

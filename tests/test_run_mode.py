@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from kernel_helpers import Kernel, hold_threads
+from kernel_helpers import Kernel, extension_kernel, hold_threads
 from llm_server import LLMServer, Reply, code_answer
 
 pytestmark = pytest.mark.kernel
@@ -24,23 +24,8 @@ result"""
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    work = tmp_path_factory.mktemp("notebook")
-    k = Kernel(
-        env={
-            "OPENAI_BASE_URL": server.url,
-            "OPENAI_API_KEY": server.api_key or "",
-            "AWS_SECRET_ACCESS_KEY": "aws-secret-for-the-test",
-        },
-        cwd=str(work),
-    )
-    setup = k.execute(
+    setup = (
         "%load_ext dataagent\n"
         "import pandas as pd\n"
         "sales = pd.DataFrame({'region': pd.Categorical(['N', 'S', 'N', 'E']),\n"
@@ -49,9 +34,13 @@ def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "                      'when': pd.date_range('2024-01-01', periods=4, tz='UTC')})\n"
         "original = sales.copy(deep=True)"
     )
-    assert setup.ok, setup.error
-    yield k
-    k.shutdown()
+    with extension_kernel(
+        server,
+        setup,
+        env={"AWS_SECRET_ACCESS_KEY": "aws-secret-for-the-test"},
+        cwd=str(tmp_path_factory.mktemp("notebook")),
+    ) as k:
+        yield k
 
 
 def test_run_shows_text_table_chart_and_result(kernel: Kernel, server: LLMServer) -> None:

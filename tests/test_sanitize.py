@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from IPython.core.formatters import DisplayFormatter
 from IPython.display import HTML, SVG, Javascript, Markdown
-from kernel_helpers import Kernel
+from kernel_helpers import Kernel, extension_kernel
 from llm_server import LLMServer, code_answer
 from markdown_it import MarkdownIt
 from markup_payloads import cell_payload, html_payload, markdown_payload, problems, svg_payload
@@ -292,25 +292,14 @@ def test_history_markdown_escapes_data() -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    k = Kernel(
-        env={"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": server.api_key or ""},
-        cwd=str(tmp_path_factory.mktemp("notebook")),
-    )
-    setup = k.execute(
+    setup = (
         "%load_ext dataagent\nimport pandas as pd\n"
         f"df = pd.DataFrame({{{cell_payload('col')!r}: [{cell_payload('val')!r}, 'x'], "
         "'n': [1, 2]})"
     )
-    assert setup.ok, setup.error
-    yield k
-    k.shutdown()
+    with extension_kernel(server, setup, cwd=str(tmp_path_factory.mktemp("notebook"))) as k:
+        yield k
 
 
 HOSTILE_RUN = f"""

@@ -16,7 +16,7 @@ from typing import Any
 import ipywidgets
 import pandas as pd
 import pytest
-from kernel_helpers import Kernel
+from kernel_helpers import Kernel, extension_kernel
 from llm_server import LLMServer, Reply, code_answer
 from markup_payloads import markdown_payload, problems
 from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until, walk
@@ -300,41 +300,25 @@ def _click(widget: ChatWidget, description: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    with LLMServer() as llm:
-        yield llm
-
-
-@pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     """One kernel for the module (a start costs about a second), extension loaded.
 
     Its own data dir and no response cache: an answer cached by another test (or module)
-    for the same frames and question would otherwise replace the scripted one. Not started
-    in another working directory: with the ipc transport the socket paths are relative to
-    it, and the client would not find them.
+    for the same frames and question would otherwise replace the scripted one.
     """
-    k = Kernel(
-        env={
-            "OPENAI_BASE_URL": server.url,
-            "OPENAI_API_KEY": server.api_key or "",
-            "JUPYTER_DATA_DIR": str(tmp_path_factory.mktemp("kernel-data")),
-        },
-        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
+    setup = (
+        "%load_ext dataagent_jupyter\nimport pandas as pd\n"
+        "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
+        " 'revenue': [10.0, 20.0, 30.0]})\n" + KERNEL_SNIPPET
     )
-    try:
-        setup = k.execute(
-            "%load_ext dataagent_jupyter\nimport pandas as pd\n"
-            "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
-            " 'revenue': [10.0, 20.0, 30.0]})\n" + KERNEL_SNIPPET
-        )
-        assert setup.ok, setup.text
+    data = str(tmp_path_factory.mktemp("kernel-data"))
+    with extension_kernel(
+        server,
+        setup,
+        env={"JUPYTER_DATA_DIR": data},
+        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
+    ) as k:
         yield k
-    finally:
-        try:
-            k.execute("%unload_ext dataagent_jupyter", timeout=30)  # ends the sandbox child
-        finally:
-            k.shutdown()
 
 
 @pytest.fixture
