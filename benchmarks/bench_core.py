@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +21,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from benchkit import best
 from llm_server import LLMServer, code_answer
 
 from dataagent_jupyter.config import DataAgent
 from dataagent_jupyter.frames import describe
 from dataagent_jupyter.llm import ChatRequest, OpenAIChat
-
-
-def best(fn, repeat: int = 5) -> float:
-    """Best of ``repeat`` wall times in ms (the least disturbed run)."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return min(times)
 
 
 def make(rows: int, cols: int) -> pd.DataFrame:

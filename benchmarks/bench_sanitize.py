@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import time
 
 import matplotlib
 
@@ -23,20 +22,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from benchkit import best
 from IPython.core.formatters import DisplayFormatter
 from IPython.core.pylabtools import print_figure
 
 from dataagent_jupyter.sanitize import _markdown_it, clean_output, markdown_html
-
-
-def best(fn, repeat: int) -> float:
-    """Best of ``repeat`` wall times in ms (the least disturbed run)."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return min(times)
 
 
 def main() -> None:

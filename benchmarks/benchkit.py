@@ -1,9 +1,21 @@
-"""What the benchmarks share: printing a result table, waiting for the next child."""
+"""What the benchmarks share: timing a call, printing a result table, waiting for the
+next child."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+
+def best(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Best of ``repeat`` wall times in ms (the least disturbed run)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return min(times)
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
