@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if report.skipped and os.environ.get("DATAAGENT_CI") and required:
         report.outcome = "failed"
         report.longrepr = f"{required[0]} test was skipped but CI requires it: {report.longrepr}"
+
+
+# the engines, for the tests that use them (installed by the engines extra; without it these
+# tests skip, and CI fails on a skip)
+@pytest.fixture
+def pl() -> Any:
+    return pytest.importorskip("polars")
+
+
+@pytest.fixture
+def duckdb() -> Any:
+    return pytest.importorskip("duckdb")

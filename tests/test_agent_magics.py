@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from IPython.utils.capture import capture_output
-from kernel_helpers import Execution, Kernel, extension_kernel
+from kernel_helpers import Execution, Kernel
 from llm_server import LLMServer, Reply, tool_call
-from widget_helpers import KERNEL_SNIPPET, wait_until
+from widget_helpers import wait_until, widget_kernel
 
 from dataagent_jupyter import errors
 
@@ -129,18 +129,12 @@ def test_widget_agent_choice_steps_with_approval_and_cells(
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     """One kernel for the module, extension loaded, no response cache (scripts differ)."""
     setup = (
-        "%load_ext dataagent_jupyter\nimport pandas as pd\n"
+        "import pandas as pd\n"
         "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
         " 'margin': [0.3, 0.1, 0.2]})\n"
-        "from ipywidgets.widgets.widget import _instances\n" + KERNEL_SNIPPET
+        "from ipywidgets.widgets.widget import _instances"
     )
-    data = str(tmp_path_factory.mktemp("kernel-data"))
-    with extension_kernel(
-        server,
-        setup,
-        env={"JUPYTER_DATA_DIR": data},
-        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
-    ) as k:
+    with widget_kernel(server, str(tmp_path_factory.mktemp("kernel-data")), setup) as k:
         yield k
 
 

@@ -232,16 +232,6 @@ def test_plain_messages_a_code_block_is_a_step_and_prose_is_the_summary() -> Non
 # --- engine frames: the same report, read through each engine's own cheap operations ------
 
 
-@pytest.fixture
-def pl() -> Any:
-    return pytest.importorskip("polars")
-
-
-@pytest.fixture
-def duckdb() -> Any:
-    return pytest.importorskip("duckdb")
-
-
 @pytest.mark.engines
 def test_a_polars_result_is_summarised_with_shape_and_polars_dtypes(pl: Any) -> None:
     ns = {"orders": pl.DataFrame({"city": ["Oslo", "Lima", "Oslo"], "amount": [3.0, 4.5, 1.0]})}

@@ -26,16 +26,6 @@ SECRETS = ("Qwxzt", "Vrmnpl", "91234", "Xanaduville")
 
 
 @pytest.fixture
-def pl() -> Any:
-    return pytest.importorskip("polars")
-
-
-@pytest.fixture
-def duckdb() -> Any:
-    return pytest.importorskip("duckdb")
-
-
-@pytest.fixture
 def dd() -> Any:
     pytest.importorskip("dask")
     return pytest.importorskip("dask.dataframe")

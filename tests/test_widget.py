@@ -16,10 +16,17 @@ from typing import Any
 import ipywidgets
 import pandas as pd
 import pytest
-from kernel_helpers import Kernel, extension_kernel
+from kernel_helpers import Kernel
 from llm_server import LLMServer, Reply, code_answer
 from markup_payloads import markdown_payload, problems
-from widget_helpers import KERNEL_SNIPPET, KernelChat, all_text, conversation, wait_until, walk
+from widget_helpers import (
+    KernelChat,
+    all_text,
+    conversation,
+    wait_until,
+    walk,
+    widget_kernel,
+)
 
 from dataagent_jupyter.widget import FALLBACK_INSERT, ChatWidget, close_all, fenced
 from dataagent_jupyter.widget import insert as widget_module
@@ -301,23 +308,13 @@ def _click(widget: ChatWidget, description: str) -> None:
 
 @pytest.fixture(scope="module")
 def kernel(server: LLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    """One kernel for the module (a start costs about a second), extension loaded.
-
-    Its own data dir and no response cache: an answer cached by another test (or module)
-    for the same frames and question would otherwise replace the scripted one.
-    """
+    """One kernel for the module (a start costs about a second), extension loaded."""
     setup = (
-        "%load_ext dataagent_jupyter\nimport pandas as pd\n"
+        "import pandas as pd\n"
         "sales = pd.DataFrame({'region': ['North', 'South', 'North'],"
-        " 'revenue': [10.0, 20.0, 30.0]})\n" + KERNEL_SNIPPET
+        " 'revenue': [10.0, 20.0, 30.0]})"
     )
-    data = str(tmp_path_factory.mktemp("kernel-data"))
-    with extension_kernel(
-        server,
-        setup,
-        env={"JUPYTER_DATA_DIR": data},
-        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
-    ) as k:
+    with widget_kernel(server, str(tmp_path_factory.mktemp("kernel-data")), setup) as k:
         yield k
 
 

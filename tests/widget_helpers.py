@@ -12,7 +12,8 @@ import ast
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -100,6 +101,23 @@ KERNEL_SNIPPET = (
     )
     + "\n\n_click = click\n\ndef _chat_state(chat):\n    return _json.dumps(conversation(chat))\n"
 )
+
+
+@contextmanager
+def widget_kernel(server: Any, data_dir: str, setup: str) -> Iterator[Any]:
+    """A kernel to drive widgets in: extension loaded, ``setup`` run, ``_chat_state`` and
+    ``_click`` defined (``KERNEL_SNIPPET``). Its own data dir and no response cache: an
+    answer cached by another test (or module) for the same frames and question would
+    otherwise replace the scripted one."""
+    from kernel_helpers import extension_kernel
+
+    with extension_kernel(
+        server,
+        f"%load_ext dataagent_jupyter\n{setup}\n{KERNEL_SNIPPET}",
+        env={"JUPYTER_DATA_DIR": data_dir},
+        extra_args=["--DataAgent.warm_child=False", "--DataAgent.cache=False"],
+    ) as kernel:
+        yield kernel
 
 
 def wait_until(
