@@ -89,31 +89,12 @@ describe('FrontendTarget', () => {
   it('inserts a requested cell below the asking cell, with its provenance', () => {
     const nb = new YNotebook();
     nb.insertCell(0, { cell_type: 'code', source: 'chat()', metadata: {}, id: 'chat-cell' });
-    const kernel = new FakeKernel();
-    const panel = fakePanel(nb, kernel);
-    const tracker = {
-      widgetAdded: new Signal({}),
-      currentWidget: panel,
-      forEach: (fn: (p: unknown) => void) => fn(panel)
-    };
-    new FrontendTarget(tracker as never);
-    const sent: unknown[] = [];
-    const comm = {
-      commId: 'c1',
-      isDisposed: false,
-      send: (d: unknown) => sent.push(d),
-      close: () => undefined
-    };
-    kernel.handler!(comm, {
-      content: {
-        data: {
-          type: 'insert_cell',
-          code: 'x = 1\n',
-          cell_id: 'chat-cell',
-          replace: false,
-          provenance
-        }
-      }
+    const sent = target(nb)({
+      type: 'insert_cell',
+      code: 'x = 1\n',
+      cell_id: 'chat-cell',
+      replace: false,
+      provenance
     });
     expect(nb.cells.map(c => c.getSource())).toEqual(['chat()', 'x = 1\n']);
     expect(nb.cells[1].getMetadata('dataagent')).toMatchObject(provenance);
